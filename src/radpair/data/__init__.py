@@ -1,0 +1,1 @@
+"""Data: the on-disk corpus format, the synthetic generator, adapters and loaders."""

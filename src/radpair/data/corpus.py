@@ -1,0 +1,157 @@
+"""The one on-disk format every data source is converted to.
+
+Synthetic corpora and preprocessed real datasets are stored alike, so training and
+evaluation read one format and never decode JPEG/DICOM files in the training loop::
+
+    DIR/
+      meta.json          format name/version, image size, normalisation spec, label names
+      images.npy         uint8 array (N, H, W), read as a memory map
+      index.csv          one row per image: image_index, image_id, patient_id, study_id,
+                         view, split, report, then label columns (1 / 0 / -1 / empty)
+      ground_truth.csv   optional: labels known independently of the report text
+                         (the synthetic generator's truth), keyed by image_id
+
+``meta.json`` is written last, so a folder without it is an unfinished write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radpair.errors import DataError
+
+FORMAT_NAME = "radpair-corpus"
+FORMAT_VERSION = 1
+INDEX_COLUMNS = ["image_index", "image_id", "patient_id", "study_id", "view", "split", "report"]
+META_FILE, IMAGES_FILE, INDEX_FILE, TRUTH_FILE = "meta.json", "images.npy", "index.csv", "ground_truth.csv"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Corpus:
+    """A read-only view of a corpus folder; images stay on disk until indexed."""
+
+    root: Path
+    meta: dict[str, Any]
+    index: pd.DataFrame
+    images: np.ndarray
+    ground_truth: pd.DataFrame | None = None
+    label_columns: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Corpus":
+        root = Path(root)
+        meta_path = root / META_FILE
+        if not meta_path.is_file():
+            raise DataError(
+                f"{root}: not a radpair corpus (no {META_FILE}); create one with "
+                "`radpair synth` or `radpair preprocess`, or finish an interrupted write"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT_NAME:
+            raise DataError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+        if int(meta.get("version", 0)) > FORMAT_VERSION:
+            raise DataError(f"{meta_path}: format version {meta['version']} is newer than this radpair reads")
+        index = pd.read_csv(root / INDEX_FILE, keep_default_na=True, dtype={"report": str})
+        index["report"] = index["report"].fillna("")
+        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        if missing:
+            raise DataError(f"{root / INDEX_FILE}: missing columns {missing} (found {list(index.columns)})")
+        images = np.load(root / IMAGES_FILE, mmap_mode="r")
+        if images.ndim != 3:
+            raise DataError(f"{root / IMAGES_FILE}: expected (N, H, W), got shape {images.shape}")
+        if len(index) and int(index["image_index"].max()) >= len(images):
+            raise DataError(f"{root / INDEX_FILE}: image_index beyond the {len(images)} stored images")
+        truth = None
+        if (root / TRUTH_FILE).is_file():
+            truth = pd.read_csv(root / TRUTH_FILE)
+        return cls(root, meta, index, images, truth, list(meta.get("label_columns", [])))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def split_index(self, split: str | None) -> pd.DataFrame:
+        if split in (None, "all"):
+            return self.index
+        rows = self.index[self.index["split"] == split]
+        if rows.empty:
+            raise DataError(f"{self.root}: split {split!r} has no rows (splits: {sorted(self.index['split'].unique())})")
+        return rows
+
+    def labels(self, source: str = "ground_truth") -> pd.DataFrame:
+        """Labels aligned with ``index``: the generator's truth or the index's own columns."""
+        if source == "ground_truth":
+            if self.ground_truth is None:
+                raise DataError(f"{self.root}: no {TRUTH_FILE}; use label source 'index'")
+            return self.index[["image_id"]].merge(self.ground_truth, on="image_id", how="left")
+        if source == "index":
+            return self.index[["image_id", *self.label_columns]]
+        raise DataError(f"unknown label source {source!r} (valid: ground_truth, index)")
+
+
+class CorpusWriter:
+    """Create a corpus folder: allocate the image memmap, fill it, then finalise."""
+
+    def __init__(self, root: str | Path, n_images: int, height: int, width: int) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if (self.root / META_FILE).exists():
+            (self.root / META_FILE).unlink()  # the folder is being rewritten: unfinished until finalise
+        self.images = np.lib.format.open_memmap(
+            self.root / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n_images, height, width)
+        )
+
+    def finalize(
+        self,
+        index: pd.DataFrame,
+        meta: dict[str, Any],
+        label_columns: list[str] | None = None,
+        ground_truth: pd.DataFrame | None = None,
+    ) -> Corpus:
+        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        if missing:
+            raise DataError(f"index for {self.root} lacks columns {missing}")
+        self.images.flush()
+        atomic_write_csv(index, self.root / INDEX_FILE)
+        if ground_truth is not None:
+            atomic_write_csv(ground_truth, self.root / TRUTH_FILE)
+        full_meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "n_images": int(self.images.shape[0]),
+            "image_size": [int(self.images.shape[1]), int(self.images.shape[2])],
+            "dtype": "uint8",
+            "label_columns": list(label_columns or []),
+            **meta,
+        }
+        atomic_write_text(self.root / META_FILE, json.dumps(full_meta, indent=2, sort_keys=True))
+        del self.images
+        return Corpus.open(self.root)

@@ -1,0 +1,1 @@
+"""Run machinery for radpair: the training loop, checkpoints, the demo and the CLI."""
