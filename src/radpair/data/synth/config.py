@@ -1,0 +1,130 @@
+"""Difficulty knobs of the synthetic radiograph-report generator.
+
+One flat dataclass so a YAML file or ``radpair.config.from_dict`` can set any knob and
+so the resolved values can be stored in the corpus ``meta.json`` (a corpus is only
+reproducible when the knobs that made it are recorded next to it). Presets exist
+because people think in "easy / default / hard", not in a dozen multipliers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from radpair.config import deep_merge, from_dict, to_dict
+from radpair.errors import ConfigError, unknown_choice_message
+
+DIFFICULTIES = ("easy", "default", "hard")
+
+
+@dataclass
+class SynthConfig:
+    """Knobs of the generator; 1.0 on a multiplier means the calibrated default.
+
+    The default is tuned so that image signal is subtle but learnable by a small CNN at
+    64-128 px (see ``benchmarks/synth_difficulty.py``) and so that labels read from the
+    report text agree with the drawn truth about 90% of the time.
+    """
+
+    conspicuity: float = 1.0
+    """Scales the contrast / extent of every finding's radiographic sign (0 = invisible)."""
+    noise: float = 1.0
+    """Scales quantum mottle and low-frequency exposure noise."""
+    anatomy_variation: float = 1.0
+    """Scales patient-to-patient spread of anatomy, exposure and positioning."""
+    distractor_rate: float = 1.0
+    """Scales the probability of ECG leads, L/R markers, text burn-in and monitoring lines."""
+    report_noise: float = 0.12
+    """Probability that a drawn finding is omitted, hedged or negated in the report text
+    (weighted by how subtle the finding is); mis-grading and false mentions scale with it."""
+    lateral_view_rate: float = 0.55
+    """Share of PA studies that also contain a LATERAL image."""
+    repeat_frontal_rate: float = 0.12
+    """Share of AP studies that contain a second frontal image."""
+    mean_studies_per_patient: float = 2.0
+    """Average number of studies per patient (follow-ups give comparison sentences)."""
+    max_studies_per_patient: int = 6
+    paragraph_report_rate: float = 0.05
+    """Share of reports written as one header-less paragraph."""
+    line_wrap_rate: float = 0.5
+    """Share of reports hard-wrapped at 60-80 characters like dictation systems do."""
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    """train / validate / test fractions of patients."""
+
+    def validate(self) -> None:
+        """Reject values that would silently produce a broken corpus."""
+        for name in ("conspicuity", "noise", "anatomy_variation", "distractor_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 5.0:
+                raise ConfigError(f"synth config key {name!r}: {value} is outside [0, 5]")
+        for name in ("report_noise", "lateral_view_rate", "repeat_frontal_rate", "paragraph_report_rate",
+                     "line_wrap_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"synth config key {name!r}: {value} is not a probability in [0, 1]")
+        if self.mean_studies_per_patient < 1.0:
+            raise ConfigError(f"synth config key 'mean_studies_per_patient': {self.mean_studies_per_patient} < 1")
+        if not 1 <= self.max_studies_per_patient <= 50:
+            raise ConfigError(f"synth config key 'max_studies_per_patient': {self.max_studies_per_patient} "
+                              "is outside [1, 50]")
+        fr = self.split_fractions
+        if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+            raise ConfigError(f"synth config key 'split_fractions': {fr} must be three non-negative "
+                              "numbers (train, validate, test) summing to 1")
+
+    def __post_init__(self) -> None:
+        self.split_fractions = [float(f) for f in self.split_fractions]
+        self.validate()
+
+    @classmethod
+    def preset(cls, difficulty: str = "default") -> "SynthConfig":
+        """The named difficulty preset (``easy``, ``default``, ``hard``)."""
+        if difficulty not in _PRESETS:
+            raise ConfigError(unknown_choice_message("synth difficulty", difficulty, DIFFICULTIES))
+        return cls(**_PRESETS[difficulty])
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    "easy": dict(conspicuity=1.8, noise=0.5, anatomy_variation=0.6, distractor_rate=0.4, report_noise=0.04),
+    "default": {},
+    "hard": dict(conspicuity=0.6, noise=1.5, anatomy_variation=1.4, distractor_rate=1.6, report_noise=0.22),
+}
+
+
+def load_synth_config(difficulty: str = "default", path: str | Path | None = None,
+                      overrides: Mapping[str, Any] | None = None) -> SynthConfig:
+    """A preset, updated by an optional YAML file and then by a mapping (later wins).
+
+    The YAML file may hold the keys at top level or under a ``synth:`` section, so one
+    experiment file can carry the generator settings next to other sections.
+    """
+    import yaml
+
+    data = to_dict(SynthConfig.preset(difficulty))
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"synth config file {str(path)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"synth config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"synth config file {str(path)!r} must hold a mapping at top level")
+        if set(loaded) == {"synth"} and isinstance(loaded["synth"], dict):
+            loaded = loaded["synth"]
+        data = deep_merge(data, loaded)
+    if overrides:
+        data = deep_merge(data, dict(overrides))
+    try:
+        return from_dict(SynthConfig, data)
+    except ConfigError as exc:
+        where = f" (in {path})" if path is not None else ""
+        raise ConfigError(f"{exc}{where}") from None
+
+
+__all__ = ["SynthConfig", "DIFFICULTIES", "load_synth_config"]

@@ -1,0 +1,61 @@
+"""WordPiece tokenizers trained on report text and saved in Hugging Face layout.
+
+Pretrained clinical BERTs ship their own tokenizer; for random-init text encoders we
+train one on the corpus's reports (seconds for 20k reports) and save it with
+``save_pretrained`` so that the same ``from_pretrained(folder)`` call loads either kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from radpair.errors import DataError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece_tokenizer(
+    texts: Iterable[str], out_dir: str | Path, vocab_size: int = 4000, min_frequency: int = 2
+):
+    """Train a lower-cased BERT WordPiece tokenizer on ``texts`` and save it to ``out_dir``."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wp = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
+    wp.train_from_iterator(
+        (t for t in texts if t),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+    )
+    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, do_lower_case=True)
+    tokenizer.add_special_tokens(
+        {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+    )
+    tokenizer.save_pretrained(str(out_dir))
+    check_tokenizer(tokenizer, str(out_dir))
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path):
+    """Load a tokenizer folder (ours or a pretrained model's) without touching the network."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"tokenizer folder {str(path)!r} does not exist; train one with `radpair tokenizer`")
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    check_tokenizer(tokenizer, str(path))
+    return tokenizer
+
+
+def check_tokenizer(tokenizer, source: str) -> None:
+    """Fail loudly if the vocabulary was not loaded (a silent transformers-5 trap)."""
+    ids = tokenizer("the heart is normal in size", add_special_tokens=False)["input_ids"]
+    unk = tokenizer.unk_token_id
+    if ids and all(i == unk for i in ids):
+        raise DataError(f"tokenizer at {source!r} maps every word to [UNK]: its vocabulary did not load")
