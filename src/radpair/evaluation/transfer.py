@@ -345,10 +345,12 @@ def label_efficiency(
         train_groups = np.asarray(train_groups)
         if train_groups.shape != (n_train,):
             raise DataError(f"train_groups must be (N_train,) = ({n_train},); got {train_groups.shape}")
+    features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, pair in features_by_encoder.items():
         if len(pair) != 2:
             raise DataError(f"features for {name!r} must be a (train_X, test_X) pair")
-        tr, te = pair
+        tr, te = (np.asarray(a) for a in pair)
+        features[name] = (tr, te)
         if np.shape(tr)[0] != n_train or np.shape(te)[0] != n_test:
             raise DataError(
                 f"features for {name!r}: train {np.shape(tr)} / test {np.shape(te)} rows do not match "
@@ -372,7 +374,7 @@ def label_efficiency(
         }
     )
     subsets = draw_subsets(train, result.n_values, repeats=repeats, seed=seed)
-    for name, (train_X, test_X) in features_by_encoder.items():
+    for name, (train_X, test_X) in features.items():
         for sub in subsets:
             rows = sub.indices
             probe = LinearProbe(cfg, result.class_names).fit(

@@ -39,6 +39,31 @@ def load_encoder_weights(module: nn.Module, path: str | Path) -> None:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from None
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise DataError(f"{path}: weights do not fit this encoder ({str(exc).splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise DataError(f"{path}: weights do not fit this encoder (missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def load_image_encoder(path: str | Path):
+    """Rebuild an exported image encoder from its safetensors file alone.
+
+    The file's metadata holds the run config, so the architecture need not be given.
+    """
+    from radpair.config import from_dict
+    from radpair.models.config import ImageEncoderConfig
+    from radpair.models.image_encoders import IMAGE_ENCODERS
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"weights file {str(path)!r} does not exist")
+    meta = read_safetensors_metadata(path)
+    try:
+        cfg = from_dict(ImageEncoderConfig, meta["config"]["image_encoder"])
+    except KeyError:
+        raise DataError(f"{path}: no radpair config in its metadata; build the encoder and use load_encoder_weights") from None
+    encoder = IMAGE_ENCODERS.build(cfg.name)
+    load_encoder_weights(encoder, path)
+    return encoder
