@@ -13,9 +13,10 @@ Invariants (checked by the property tests):
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any
 
 
 class SectionName(str, enum.Enum):

@@ -6,7 +6,7 @@ new phrase is a one-line edit that reviewers can read without reading Python.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_yaml(name: str) -> dict[str, Any]:
     """A shipped data file by name, parsed once per process."""
     return load_yaml_file(data_path(name))
