@@ -10,6 +10,9 @@ evaluation read one format and never decode JPEG/DICOM files in the training loo
                          view, split, report, then label columns (1 / 0 / -1 / empty)
       ground_truth.csv   optional: labels known independently of the report text
                          (the synthetic generator's truth), keyed by image_id
+      skipped.csv        `radpair preprocess` only: source files that could not be decoded,
+      sources.csv        with the reason; image_index -> source file; patient -> split
+      split_manifest.csv (see radpair.data.cache and docs/data.md)
 
 ``meta.json`` is written last, so a folder without it is an unfinished write.
 """

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -77,7 +78,6 @@ class AdapterOptions:
     split_column: str | None = None
     patient_regex: str | None = None  # folder / generic: patient id from the file name
     image_ext: str | None = None  # mimic_cxr_jpg: jpg (default) or png (16-bit conversions)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.views is not None and not isinstance(self.views, ViewFilter):
@@ -102,7 +102,7 @@ class AdapterOptions:
 
 
 # options any adapter accepts (they are handled generically)
-COMMON_OPTIONS = frozenset({"image_root", "views", "extra"})
+COMMON_OPTIONS = frozenset({"image_root", "views"})
 
 
 @dataclass
@@ -196,6 +196,9 @@ def as_label_frame(df: pd.DataFrame, columns: list[str], source: Path | str) -> 
     out = {}
     for col in columns:
         values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().sum() == df[col].isna().sum():  # nothing failed to parse (the usual case)
+            out[col] = values.astype(np.float32)
+            continue
         bad = values.isna() & df[col].notna() & (text(df[col]).str.strip() != "")
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])

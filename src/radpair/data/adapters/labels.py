@@ -40,7 +40,7 @@ class UncertaintyPolicy(str, Enum):
     IGNORE = "ignore"
 
     @classmethod
-    def parse(cls, value: object) -> "UncertaintyPolicy":
+    def parse(cls, value: object) -> UncertaintyPolicy:
         if isinstance(value, cls):
             return value
         try:

@@ -9,9 +9,10 @@ saved as a manifest that can be passed back with ``--split-file`` to freeze it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ import pandas as pd
 from radpair.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
-_ALIASES = {
+SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
     "val": "val",
@@ -70,7 +71,7 @@ class SplitInfo:
 def normalise_split(values: pd.Series, source: str = "split column") -> pd.Series:
     """Map 'validate'/'valid'/... onto train/val/test; '' stays '' (unassigned)."""
     raw = values.astype("object").where(values.notna(), "").astype(str).str.strip().str.lower()
-    mapped = raw.map(lambda v: _ALIASES.get(v, v))
+    mapped = raw.map(lambda v: SPLIT_ALIASES.get(v, v))
     unknown = sorted(set(mapped) - set(SPLITS) - {""})
     if unknown:
         raise DataError(f"{source}: unknown split names {unknown[:5]} (expected train/val/test or validate/valid)")

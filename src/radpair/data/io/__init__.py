@@ -10,9 +10,26 @@ file and the reason, so batch jobs can record them instead of stopping.
 """
 
 from radpair.data.io.decoded import Decoded, quantise
-from radpair.data.io.geometry import Fit, Resample, ResizeSpec, resize_to_square, scaled_shape
-from radpair.data.io.reader import decode_radiograph, prepare_radiograph, read_radiograph, sniff_format
-from radpair.data.io.spec import NormalisationSpec, OutputDType, RadiographError, RangeFallback, VoiMode
+from radpair.data.io.geometry import (
+    Fit,
+    Resample,
+    ResizeSpec,
+    resize_to_square,
+    scaled_shape,
+)
+from radpair.data.io.reader import (
+    decode_radiograph,
+    prepare_radiograph,
+    read_radiograph,
+    sniff_format,
+)
+from radpair.data.io.spec import (
+    NormalisationSpec,
+    OutputDType,
+    RadiographError,
+    RangeFallback,
+    VoiMode,
+)
 
 __all__ = [
     "Decoded",

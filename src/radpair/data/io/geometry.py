@@ -75,8 +75,8 @@ def scaled_shape(height: int, width: int, size: int, fit: Fit) -> tuple[int, int
     """(h, w) after uniform scaling: longest side == size (pad) or shortest side == size (crop)."""
     ref = max(height, width) if fit is Fit.PAD else min(height, width)
     scale = size / ref
-    h = max(1, int(round(height * scale)))
-    w = max(1, int(round(width * scale)))
+    h = max(1, round(height * scale))
+    w = max(1, round(width * scale))
     if fit is Fit.PAD:
         return min(h, size), min(w, size)
     return max(h, size), max(w, size)

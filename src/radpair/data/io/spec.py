@@ -9,9 +9,10 @@ like valid images to a network.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from radpair.errors import ConfigError, DataError, unknown_choice_message
 
@@ -102,7 +103,7 @@ class NormalisationSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "NormalisationSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> NormalisationSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
