@@ -101,9 +101,14 @@ class PairDataset:
         label_columns: list[str] | None = None,
         label_source: str = "ground_truth",
         uncertain: str = "ignore",
+        views: list[str] | None = None,
     ) -> None:
         self.corpus = corpus
         rows = corpus.split_index(split)  # keeps the corpus-wide row labels
+        if views:
+            rows = rows[rows["view"].isin(views)]
+            if rows.empty:
+                raise DataError(f"{corpus.root}: no {split!r} rows with views {views}")
         self.rows = rows.reset_index(drop=True)
         self.image_rows = self.rows["image_index"].to_numpy(dtype=np.int64)
         self.input_ids = self.attention_mask = None
@@ -129,8 +134,10 @@ class PairDataset:
         pixels[order] = self.corpus.images[image_rows[order]]  # sorted reads are sequential on disk
         batch = {"images": images_to_tensor(pixels), "ids": torch.from_numpy(image_rows)}
         if self.input_ids is not None:
-            batch["input_ids"] = torch.from_numpy(self.input_ids[items])
-            batch["attention_mask"] = torch.from_numpy(self.attention_mask[items])
+            mask = self.attention_mask[items]
+            width = max(int(mask.sum(1).max()), 1)  # pad to the batch's longest report, not max_length
+            batch["input_ids"] = torch.from_numpy(np.ascontiguousarray(self.input_ids[items, :width]))
+            batch["attention_mask"] = torch.from_numpy(np.ascontiguousarray(mask[:, :width]))
         if self.labels is not None:
             batch["labels"] = torch.from_numpy(self.labels[items])
             batch["label_mask"] = torch.from_numpy(self.label_mask[items])

@@ -27,12 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from radpair.errors import DataError
-from radpair.evaluation.metrics import class_names_for
+from radpair.evaluation.metrics import class_names_for, fast_auc
 
 
 class FitStatus(str, Enum):
@@ -95,6 +93,35 @@ class ClassFit:
             "converged": self.converged,
             "note": self.note,
         }
+
+
+def grouped_stratified_folds(
+    y: np.ndarray, groups: np.ndarray, n_folds: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) row indices; every patient's rows land in one fold.
+
+    Patients are visited in random order, those with more positives first, and each goes
+    to the fold that currently holds the fewest positives (then the fewest rows). This
+    spreads positives evenly like ``StratifiedGroupKFold`` at a fraction of its cost,
+    which matters because the C search runs for every class of every subset.
+    """
+    _, codes = np.unique(groups, return_inverse=True)
+    codes = codes.ravel()
+    n_groups = int(codes.max()) + 1
+    g_pos = np.bincount(codes, weights=y.astype(float), minlength=n_groups)
+    g_size = np.bincount(codes, minlength=n_groups)
+    perm = rng.permutation(n_groups)
+    visit = perm[np.argsort(-g_pos[perm], kind="stable")]
+    fold_pos = np.zeros(n_folds)
+    fold_size = np.zeros(n_folds)
+    fold_of_group = np.empty(n_groups, dtype=np.int64)
+    for g in visit:
+        k = int(np.lexsort((fold_size, fold_pos))[0]) if g_pos[g] > 0 else int(np.argmin(fold_size))
+        fold_of_group[g] = k
+        fold_pos[k] += g_pos[g]
+        fold_size[k] += g_size[g]
+    fold = fold_of_group[codes]
+    return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(n_folds)]
 
 
 def _mask_from_labels(Y: np.ndarray) -> np.ndarray:
@@ -195,8 +222,7 @@ class LinearProbe:
             return [], f"too few of the rarer label value ({min(n_pos, y.size - n_pos)}) for {cfg.cv_folds}-fold CV: default C"
         if np.unique(groups).size < cfg.cv_folds:
             return [], "fewer patients than folds: default C"
-        splitter = StratifiedGroupKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-        folds = list(splitter.split(np.zeros(y.size), y, groups))
+        folds = grouped_stratified_folds(y, groups, cfg.cv_folds, np.random.default_rng(cfg.seed))
         for _, val in folds:
             pos = int(y[val].sum())
             if min(pos, val.size - pos) < cfg.min_per_fold:
@@ -218,7 +244,7 @@ class LinearProbe:
             for j, c in enumerate(grid):
                 model.C = c
                 self._fit_quietly(model, Xtr, y[tr])
-                scores[f, j] = roc_auc_score(y[va], model.decision_function(Xva))
+                scores[f, j] = fast_auc(y[va], model.decision_function(Xva))
         mean = scores.mean(axis=0)
         best = int(np.argmax(mean))  # first maximum = smallest C among ties
         return float(grid[best]), CSelection.GROUPED_CV, float(mean[best]), ""

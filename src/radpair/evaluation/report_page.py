@@ -30,7 +30,7 @@ import numpy as np
 
 from radpair.errors import DataError
 from radpair.evaluation.probe import FitStatus
-from radpair.evaluation.sampling import ALL, n_labels_key
+from radpair.evaluation.sampling import ALL, n_labels_key, n_labels_sort_key
 from radpair.evaluation.transfer import CIKind, LabelEfficiencyResult, Summary
 
 FIGURE_DIR = "figures"
@@ -139,12 +139,20 @@ def _new_figure(width: float, height: float):
 
 
 def _x_position(s: Summary, largest_numeric: float) -> float:
-    """Where a budget sits on the log N axis; "all" sits at the number it actually was."""
-    if s.n != ALL:
-        return float(s.n)
+    """Where a budget sits on the log N axis: the number of images actually used, so a
+    budget larger than the training pool (and "all") sits at the pool size."""
     if s.n_labelled_mean:
         return float(s.n_labelled_mean)
+    if s.n != ALL:
+        return float(s.n)
     return largest_numeric * 3.0 if largest_numeric > 0 else 1.0
+
+
+def _tick_label(budgets: list[Any], x: float) -> str:
+    keys = [n_labels_key(n) for n in sorted(set(budgets), key=n_labels_sort_key)]
+    if len(keys) == 1 and keys[0] != ALL and float(keys[0]) == x:
+        return keys[0]
+    return " / ".join(keys) + f"\n({x:.0f})"
 
 
 def plot_label_efficiency(result: LabelEfficiencyResult, out_png: str | Path) -> Path:
@@ -171,9 +179,12 @@ def plot_label_efficiency(result: LabelEfficiencyResult, out_png: str | Path) ->
             if len(reps) > 1:
                 ax.scatter([_x_position(s, largest)] * len(reps), reps, s=8, color=line.get_color(), alpha=0.4)
     ax.set_xscale("log")
-    ticks = sorted({_x_position(s, largest): s for s in summaries}.items())
-    ax.set_xticks([t for t, _ in ticks])
-    ax.set_xticklabels([n_labels_key(s.n) if s.n != ALL else f"all\n({t:.0f})" for t, s in ticks])
+    by_x: dict[float, list[Any]] = {}
+    for s in summaries:
+        by_x.setdefault(_x_position(s, largest), []).append(s.n)
+    xs = sorted(by_x)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([_tick_label(by_x[x], x) for x in xs])
     ax.minorticks_off()
     ax.set_xlabel("labelled training images (N)")
     ax.set_ylabel("test macro ROC AUC")
@@ -288,7 +299,7 @@ def plot_loss_curve(log: LossLog | str | Path, out_png: str | Path) -> Path:
     return out
 
 
-def plot_sample_grid(corpus: Any, rows: Sequence[int], out_png: str | Path, wrap: int = 80, max_lines: int = 14) -> Path:
+def plot_sample_grid(corpus: Any, rows: Sequence[int], out_png: str | Path, wrap: int = 100, max_lines: int = 14) -> Path:
     """Each sampled image with its report text beside it. ``rows`` are positions in
     ``corpus.index`` (not image ids)."""
     rows = [int(r) for r in rows]
@@ -303,11 +314,14 @@ def plot_sample_grid(corpus: Any, rows: Sequence[int], out_png: str | Path, wrap
         rec = corpus.index.iloc[r]
         img = np.asarray(corpus.images[int(rec["image_index"])])
         ax = fig.add_subplot(grid[i, 0])
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        vmax = np.iinfo(img.dtype).max if np.issubdtype(img.dtype, np.integer) else float(img.max() or 1.0)
+        ax.imshow(img, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
         ax.set_axis_off()
         tx = fig.add_subplot(grid[i, 1])
         tx.set_axis_off()
-        lines = textwrap.wrap(str(rec["report"]) or "(empty report)", width=wrap)
+        text = str(rec["report"]).strip() or "(empty report)"
+        # wrap each line on its own so section breaks (FINDINGS / IMPRESSION) survive
+        lines = [w for para in text.splitlines() for w in (textwrap.wrap(para, width=wrap) or [""])]
         if len(lines) > max_lines:
             lines = lines[: max_lines - 1] + ["[...]"]
         header = f"{rec['image_id']}  ·  patient {rec['patient_id']}  ·  {rec['view']}  ·  {rec['split']}"
@@ -329,7 +343,9 @@ def per_class_table(result: LabelEfficiencyResult) -> Table:
     rows = []
     for s in result.summaries():
         ci = "" if s.ci_kind is CIKind.NONE else f" ({_fmt(s.ci_low)}–{_fmt(s.ci_high)})"
-        n = n_labels_key(s.n) if s.n != ALL or s.n_labelled_mean is None else f"all ({s.n_labelled_mean:.0f})"
+        n = n_labels_key(s.n)
+        if s.n_labelled_mean is not None and (s.n == ALL or s.n_labelled_mean != float(s.n)):
+            n += f" ({s.n_labelled_mean:.0f} used)"
         rows.append(
             [s.method, n, str(s.n_repeats), _fmt(s.macro_mean) + ci, *(_fmt(s.per_class_mean.get(c)) for c in result.class_names)]
         )

@@ -32,12 +32,10 @@ from scipy import stats
 
 from radpair.errors import DataError
 from radpair.evaluation.metrics import (
-    BlankPolicy,
     ClassificationMetrics,
     LabelPolicy,
     MaskedLabels,
-    UncertainPolicy,
-    _json_float,
+    json_float,
     apply_label_policy,
     class_names_for,
     evaluate_classification,
@@ -133,15 +131,15 @@ class Summary:
             "method": self.method,
             "n": n_labels_key(self.n),
             "n_repeats": self.n_repeats,
-            "macro_mean": _json_float(self.macro_mean),
-            "macro_std": _json_float(self.macro_std),
-            "ci_low": _json_float(self.ci_low),
-            "ci_high": _json_float(self.ci_high),
+            "macro_mean": json_float(self.macro_mean),
+            "macro_std": json_float(self.macro_std),
+            "ci_low": json_float(self.ci_low),
+            "ci_high": json_float(self.ci_high),
             "ci_kind": self.ci_kind.value,
-            "test_ci_low": _json_float(self.test_ci_low),
-            "test_ci_high": _json_float(self.test_ci_high),
-            "per_class_mean": {k: _json_float(v) for k, v in self.per_class_mean.items()},
-            "n_labelled_mean": _json_float(self.n_labelled_mean),
+            "test_ci_low": json_float(self.test_ci_low),
+            "test_ci_high": json_float(self.test_ci_high),
+            "per_class_mean": {k: json_float(v) for k, v in self.per_class_mean.items()},
+            "n_labelled_mean": json_float(self.n_labelled_mean),
         }
 
 
@@ -250,7 +248,8 @@ class LabelEfficiencyResult:
         conf = float(self.settings.get("confidence", runs[0].metrics.confidence))
         if ok.size > 1:
             half = float(stats.t.ppf(0.5 + conf / 2.0, ok.size - 1)) * std / math.sqrt(ok.size)
-            lo, hi, kind = mean - half, mean + half, CIKind.ACROSS_REPEATS
+            # AUC lives in [0, 1]; a t-interval from few repeats can overshoot it
+            lo, hi, kind = max(0.0, mean - half), min(1.0, mean + half), CIKind.ACROSS_REPEATS
         elif ok.size == 1 and not math.isnan(runs[0].metrics.ci_low):
             lo, hi, kind = runs[0].metrics.ci_low, runs[0].metrics.ci_high, CIKind.PATIENT_BOOTSTRAP
         else:
@@ -392,14 +391,4 @@ def label_efficiency(
     return result
 
 
-__all__ = [
-    "BlankPolicy",
-    "CIKind",
-    "LabelEfficiencyResult",
-    "LabelPolicy",
-    "RunRecord",
-    "RunSource",
-    "Summary",
-    "UncertainPolicy",
-    "label_efficiency",
-]
+__all__ = ["CIKind", "LabelEfficiencyResult", "RunRecord", "RunSource", "Summary", "label_efficiency"]
