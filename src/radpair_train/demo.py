@@ -36,9 +36,11 @@ FRONTAL_VIEWS = ["PA", "AP"]
 
 def _default_pretrain() -> PretrainConfig:
     return PretrainConfig(
-        data=DataConfig(batch_size=64),
+        # Chauhan et al.'s section policy: impression, findings, conclusion, recommendation,
+        # else the final report; it drops the indication, which would leak the question.
+        data=DataConfig(batch_size=64, text_sections="chauhan2020"),
         image_encoder=ImageEncoderConfig(name="resnet_tiny"),
-        text_encoder=TextEncoderConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=256, max_length=96),
+        text_encoder=TextEncoderConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=256, max_length=80),
         method=MethodConfig(name="convirt", temperature=0.1, lambda_image_to_text=0.75, projection_dim=128),
         optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_steps=50, schedule="cosine"),
         train=TrainConfig(epochs=12, log_every=10, checkpoint_every=200, seed=0),

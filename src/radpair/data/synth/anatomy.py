@@ -8,7 +8,8 @@ vary per image (:class:`Acquisition`), as they do between real exposures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Anatomy:
     mediastinum_half_width: float = 0.11
     aortic_knob: float = 0.065
     heart_center_x: float = 0.07
-    heart_height: float = 0.25      # vertical semi-axis of the cardiac silhouette
+    heart_height: float = 0.27      # vertical semi-axis of the cardiac silhouette
     heart_tilt: float = 0.35        # radians; apex points to the patient's left
     heart_bulge: float = 0.0        # asymmetry of the left heart border
     hilum_right: tuple[float, float] = (-0.2, -0.05)
@@ -42,7 +43,7 @@ class Anatomy:
     clavicle_y: float = -0.63
     clavicle_tilt: float = 0.1
     vessel_count: int = 9
-    vessel_density: float = 0.09
+    vessel_density: float = 0.085
     female: bool = False
     texture_seed: int = 0
 
@@ -98,7 +99,7 @@ def sample_anatomy(rng: np.random.Generator, variation: float = 1.0, female: boo
         mediastinum_half_width=ml,
         aortic_knob=0.065 + n(0.012),
         heart_center_x=0.07 + n(0.02),
-        heart_height=0.25 + n(0.02),
+        heart_height=0.27 + n(0.02),
         heart_tilt=0.35 + n(0.08),
         heart_bulge=n(0.4),
         hilum_right=(-0.2 + n(0.015), -0.05 + n(0.03)),
@@ -113,7 +114,7 @@ def sample_anatomy(rng: np.random.Generator, variation: float = 1.0, female: boo
         clavicle_y=-0.63 + n(0.03),
         clavicle_tilt=0.1 + n(0.04),
         vessel_count=int(rng.integers(8, 12)),
-        vessel_density=0.09 + n(0.012),
+        vessel_density=0.085 + n(0.012),
         female=fem,
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
@@ -139,4 +140,107 @@ def sample_acquisition(rng: np.random.Generator, view: str, variation: float = 1
     )
 
 
-__all__ = ["Anatomy", "Acquisition", "sample_anatomy", "sample_acquisition"]
+@dataclass(frozen=True)
+class VesselTree:
+    """Pulmonary vessels of one lung as straight segments (patient coordinates).
+
+    ``upper`` marks segments above the hilum: their prominence relative to the lower
+    zone is what cephalization (edema grade 1) changes.
+    """
+
+    p0: np.ndarray
+    p1: np.ndarray
+    width: np.ndarray
+    upper: np.ndarray
+
+
+def _inside_lung(an: Anatomy, xs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether mirrored points (xs lateral-positive, y) lie inside the lung outline."""
+    top, bottom = an.lung_top, an.dome_right + 0.35
+    yc, hb = 0.5 * (top + bottom), 0.5 * (bottom - top)
+    v = (y - yc) / hb
+    u = (xs - an.lung_center + 0.09 * np.clip(-v, 0.0, 1.0)) / an.lung_half_width
+    upper = u * u + v * v < 0.92
+    lower = (u**4 + v**4 < 0.9) & (y < an.dome_right + 0.08)
+    return np.where(v < 0, upper, lower) & (xs > 0.05)
+
+
+@lru_cache(maxsize=512)
+def vessel_tree(an: Anatomy, side: str) -> VesselTree:
+    """Grow a branching vessel tree from the hilum, fixed per patient by its texture seed.
+
+    Vessels branch dichotomously, taper and shorten, and stop at the lung edge, so the
+    outer third of the lung has few visible markings, as on a real film. Grown one
+    generation at a time over all branches at once (vectorised).
+    """
+    rng = np.random.default_rng([an.texture_seed, 1 if side == "right" else 2])
+    s = -1.0 if side == "right" else 1.0
+    hx, hy = an.hilum(side)
+    n = 7
+    x = np.full(n, abs(hx))
+    y = np.full(n, hy)
+    ang = np.linspace(-1.9, 1.75, n) + rng.uniform(-0.15, 0.15, n)
+    w = 0.021 * rng.uniform(0.85, 1.15, n)
+    ln = 0.13 * rng.uniform(0.85, 1.15, n)
+    out = []
+    for depth in range(7):
+        alive = np.ones(len(x), dtype=bool)
+        for _ in range(2):  # each branch is two half segments with a small kink
+            ang = ang + rng.normal(0.0, 0.12, len(x))
+            x2 = x + 0.5 * ln * np.cos(ang)
+            y2 = y + 0.5 * ln * np.sin(ang)
+            alive &= _inside_lung(an, x2, y2)
+            out.append(np.stack([x[alive], y[alive], x2[alive], y2[alive], w[alive]], axis=1))
+            x, y = x2, y2
+        keep = alive & (w * 0.72 > 0.0042)
+        if depth == 6 or not keep.any():
+            break
+        x, y, ang, w, ln = x[keep], y[keep], ang[keep], w[keep], ln[keep]
+        m = len(x)
+        da = rng.uniform(0.25, 0.6, (2, m)) * np.array([[-1.0], [1.0]])
+        x = np.concatenate([x, x])
+        y = np.concatenate([y, y])
+        ang = np.concatenate([ang + da[0], ang + da[1]])
+        w = np.concatenate([w, w]) * rng.uniform(0.66, 0.78, 2 * m)
+        ln = np.concatenate([ln, ln]) * rng.uniform(0.66, 0.84, 2 * m)
+    arr = np.concatenate(out, axis=0)
+    p0 = np.stack([s * arr[:, 0], arr[:, 1]], axis=1)
+    p1 = np.stack([s * arr[:, 2], arr[:, 3]], axis=1)
+    return VesselTree(p0, p1, arr[:, 4].copy(), arr[:, 3] < hy - 0.03)
+
+
+N_VESSEL_TEMPLATES = 48
+_TEMPLATE = Anatomy()
+
+
+def vessel_template(index: int, side: str) -> VesselTree:
+    """One of a fixed bank of vessel trees grown on the template anatomy.
+
+    Growing a tree costs milliseconds; patients reuse a bank tree chosen by their texture
+    seed and stretched to their own lungs (see :func:`fit_vessel_points`), which keeps
+    patients distinct while the per-image cost stays an affine map.
+    """
+    return vessel_tree(replace(_TEMPLATE, texture_seed=int(index) % N_VESSEL_TEMPLATES), side)
+
+
+def template_index(an: Anatomy, side: str) -> int:
+    return (an.texture_seed + (0 if side == "right" else 7919)) % N_VESSEL_TEMPLATES
+
+
+def fit_vessel_points(pts: np.ndarray, an: Anatomy, side: str) -> np.ndarray:
+    """Map template-anatomy points of one lung onto patient ``an`` (hilum-anchored stretch)."""
+    t, p = _TEMPLATE, an
+    thx, thy = t.hilum(side)
+    phx, phy = p.hilum(side)
+    sx = p.lung_half_width / t.lung_half_width
+    sy_up = (phy - p.lung_top) / (thy - t.lung_top)
+    sy_dn = (p.dome(side) - phy) / (t.dome(side) - thy)
+    out = np.empty_like(pts)
+    out[:, 0] = phx + (pts[:, 0] - thx) * sx
+    dy = pts[:, 1] - thy
+    out[:, 1] = phy + dy * np.where(dy < 0, sy_up, sy_dn)
+    return out
+
+
+__all__ = ["Anatomy", "Acquisition", "VesselTree", "sample_anatomy", "sample_acquisition", "vessel_tree",
+           "vessel_template", "template_index", "fit_vessel_points", "N_VESSEL_TEMPLATES"]

@@ -35,7 +35,7 @@ class SynthConfig:
     """Scales patient-to-patient spread of anatomy, exposure and positioning."""
     distractor_rate: float = 1.0
     """Scales the probability of ECG leads, L/R markers, text burn-in and monitoring lines."""
-    report_noise: float = 0.12
+    report_noise: float = 0.08
     """Probability that a drawn finding is omitted, hedged or negated in the report text
     (weighted by how subtle the finding is); mis-grading and false mentions scale with it."""
     lateral_view_rate: float = 0.55
@@ -89,9 +89,9 @@ class SynthConfig:
 
 
 _PRESETS: dict[str, dict[str, Any]] = {
-    "easy": dict(conspicuity=1.8, noise=0.5, anatomy_variation=0.6, distractor_rate=0.4, report_noise=0.04),
+    "easy": dict(conspicuity=1.8, noise=0.5, anatomy_variation=0.6, distractor_rate=0.4, report_noise=0.03),
     "default": {},
-    "hard": dict(conspicuity=0.6, noise=1.5, anatomy_variation=1.4, distractor_rate=1.6, report_noise=0.22),
+    "hard": dict(conspicuity=0.6, noise=1.5, anatomy_variation=1.4, distractor_rate=1.6, report_noise=0.16),
 }
 
 
