@@ -365,3 +365,17 @@ def test_corpus_to_report_plumbing(random_corpus, tmp_path):
     files = write_report(tmp_path / "run", result=res, corpus=corpus, sample_rows=[0, 1], command="radpair probe")
     assert files.markdown.is_file() and files.html.is_file()
     assert {r.n for r in res.runs} == {10, ALL}
+
+
+def test_label_efficiency_parallel_equals_serial():
+    from radpair.evaluation import label_efficiency
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(260, 6))
+    y = (X[:, :2] + 0.5 * rng.normal(size=(260, 2)) > 0).astype(float)
+    groups = np.arange(260)
+    args = ({"enc": (X[:200], X[200:])}, y[:200], y[200:], groups[200:])
+    kw = dict(n_values=(20, "all"), repeats=2, seed=0, train_groups=groups[:200], n_bootstrap=50)
+    a = label_efficiency(*args, **kw).to_dict()
+    b = label_efficiency(*args, n_jobs=2, **kw).to_dict()
+    assert a == b

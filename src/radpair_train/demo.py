@@ -204,6 +204,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
             feats, truth[train_rows], truth[test_rows], groups[test_rows], n_values=n_values,
             repeats=cfg.probe_repeats, seed=cfg.eval_seed, train_groups=groups[train_rows], class_names=labels,
             probe_config=ProbeConfig(c_grid=tuple(cfg.probe_c_grid), cv_folds=cfg.probe_cv_folds, seed=cfg.eval_seed),
+            n_jobs=max(1, cfg.workers),
         ),
     )
 

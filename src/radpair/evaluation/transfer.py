@@ -324,8 +324,12 @@ def label_efficiency(
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     log: Callable[[str], None] | None = None,
+    n_jobs: int = 1,
 ) -> LabelEfficiencyResult:
     """Probe every encoder at every label budget and score the test set.
+
+    ``n_jobs`` > 1 fits the probes in that many worker processes (joblib); each probe is
+    deterministic, so the result is the same as with one.
 
     ``features_by_encoder`` maps a method name to ``(train_X, test_X)`` feature arrays
     whose rows align with ``train_Y`` / ``test_Y`` (raw 1/0/-1/NaN labels; ``policy``
@@ -373,21 +377,27 @@ def label_efficiency(
         }
     )
     subsets = draw_subsets(train, result.n_values, repeats=repeats, seed=seed)
-    for name, (train_X, test_X) in features.items():
-        for sub in subsets:
-            rows = sub.indices
-            probe = LinearProbe(cfg, result.class_names).fit(
-                train_X[rows],
-                train.values[rows],
-                train.mask[rows],
-                None if train_groups is None else train_groups[rows],
-            )
-            metrics = result.score(probe.predict_proba(test_X))
-            result._add(
-                RunRecord(name, sub.n_requested, sub.repeat, RunSource.LINEAR_PROBE, metrics, sub.n_drawn, sub.seed, probe.fits)
-            )
-            if log is not None:
-                log(f"{name} N={n_labels_key(sub.n_requested)} repeat {sub.repeat}: macro AUC {metrics.macro:.3f}")
+    tasks = [(name, sub) for name in features for sub in subsets]
+
+    def fit_one(name: str, sub) -> tuple[np.ndarray, list]:
+        train_X, test_X = features[name]
+        rows = sub.indices
+        probe = LinearProbe(cfg, result.class_names).fit(
+            train_X[rows], train.values[rows], train.mask[rows], None if train_groups is None else train_groups[rows]
+        )
+        return probe.predict_proba(test_X), probe.fits
+
+    if n_jobs > 1:
+        from joblib import Parallel, delayed
+
+        fitted = Parallel(n_jobs=n_jobs)(delayed(fit_one)(name, sub) for name, sub in tasks)
+    else:
+        fitted = [fit_one(name, sub) for name, sub in tasks]
+    for (name, sub), (probs, fits) in zip(tasks, fitted):
+        metrics = result.score(probs)
+        result._add(RunRecord(name, sub.n_requested, sub.repeat, RunSource.LINEAR_PROBE, metrics, sub.n_drawn, sub.seed, fits))
+        if log is not None:
+            log(f"{name} N={n_labels_key(sub.n_requested)} repeat {sub.repeat}: macro AUC {metrics.macro:.3f}")
     return result
 
 
