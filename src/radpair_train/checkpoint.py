@@ -1,16 +1,23 @@
 """Checkpoints of the whole training state, written atomically, loaded without pickle.
 
-A checkpoint holds the model, optimiser, scheduler, every RNG state the run uses and the
-position in the data order, so a resumed run continues exactly where the last one
-stopped. Files are written to a temporary name, fsync'ed and renamed, so a crash never
-leaves a half-written file under a real name; a ``latest`` file names the newest one.
-Loading uses ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
-A checkpoint that fails to load (truncated, corrupt) is skipped with a warning and the
-previous one is used.
+A checkpoint holds the model, optimiser, scheduler, gradient scaler, LookAhead slow
+weights, every RNG state and the position in the data order, so a resumed run continues
+exactly where the last one stopped.
+
+Writing: ``step-N.pt.tmp`` is written (hashing the bytes on the way), fsync'ed and
+renamed to ``step-N.pt``; then a small ``step-N.json`` records its size and SHA-256, and
+``latest`` names the newest file. A crash at any instant leaves either the old set or
+the new set of complete files, never a half-written file under a real name.
+
+Reading: ``torch.load(weights_only=True)``, so no arbitrary object is ever unpickled.
+A checkpoint whose size or hash disagrees with its record, or that fails to load
+(truncated, corrupt), is skipped with a warning and the previous one is used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import warnings
@@ -35,6 +42,45 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _HashingWriter:
+    """A binary file that hashes what passes through, so saving needs no second read."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        self.size += view.nbytes
+        return self.fh.write(view)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+class CheckpointCorrupt(RuntimeError):
+    """A checkpoint file disagrees with its size/hash record or cannot be parsed."""
+
+
 class CheckpointManager:
     def __init__(self, directory: str | Path, keep: int = 3) -> None:
         self.directory = Path(directory)
@@ -43,18 +89,23 @@ class CheckpointManager:
     def path_for(self, step: int) -> Path:
         return self.directory / f"step-{step:08d}.pt"
 
+    @staticmethod
+    def record_for(path: Path) -> Path:
+        return path.with_suffix(".json")
+
     def save(self, state: dict[str, Any], step: int) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.path_for(step)
         tmp = final.with_name(final.name + ".tmp")
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            writer = _HashingWriter(fh)
+            torch.save(state, writer)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
-        latest_tmp = self.directory / "latest.tmp"
-        latest_tmp.write_text(final.name + "\n")
-        os.replace(latest_tmp, self.directory / "latest")
+        record = {"file": final.name, "step": step, "bytes": writer.size, "sha256": writer.sha.hexdigest()}
+        _atomic_text(self.record_for(final), json.dumps(record) + "\n")
+        _atomic_text(self.directory / "latest", final.name + "\n")
         _fsync_dir(self.directory)
         self._prune()
         return final
@@ -66,15 +117,57 @@ class CheckpointManager:
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
         return [p for _, p in sorted(found, reverse=True)]
 
+    def latest_pointer(self) -> Path | None:
+        pointer = self.directory / "latest"
+        try:
+            name = pointer.read_text().strip()
+        except OSError:
+            return None
+        return self.directory / name if _NAME.match(name) else None
+
     def _prune(self) -> None:
         for old in self.checkpoints()[self.keep :]:
             old.unlink(missing_ok=True)
+            self.record_for(old).unlink(missing_ok=True)
+
+    def verify(self, path: Path) -> None:
+        """Compare the file with the size and hash recorded when it was written."""
+        record_path = self.record_for(path)
+        if not record_path.is_file():
+            return  # written by an older version: rely on the loader's own checks
+        record = json.loads(record_path.read_text())
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise CheckpointCorrupt(f"{size} bytes on disk, {record['bytes']} written (truncated?)")
+        if file_sha256(path) != record["sha256"]:
+            raise CheckpointCorrupt("SHA-256 differs from the one recorded at write time")
+
+    def load(self, path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        path = Path(path)
+        self.verify(path)
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+    def candidates(self) -> list[Path]:
+        """``latest`` first (when it names an existing file), then the others newest first."""
+        found = self.checkpoints()
+        pointer = self.latest_pointer()
+        if pointer is not None and pointer in found:
+            found.remove(pointer)
+            found.insert(0, pointer)
+        return found
+
+    def load_latest_with_path(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any] | None, Path | None]:
+        """The newest checkpoint that verifies and loads, and its path; corrupt ones are skipped."""
+        for path in self.candidates():
+            try:
+                return self.load(path, map_location), path
+            except Exception as exc:  # truncated zip, hash mismatch, bad pickle opcode, ...
+                warnings.warn(
+                    f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); trying the previous one",
+                    stacklevel=2,
+                )
+        return None, None
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """The newest checkpoint that loads; corrupt ones are reported and skipped."""
-        for path in self.checkpoints():
-            try:
-                return torch.load(path, map_location=map_location, weights_only=True)
-            except Exception as exc:  # truncated zip, bad pickle opcode, ...
-                warnings.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); trying the previous one")
-        return None
+        return self.load_latest_with_path(map_location)[0]

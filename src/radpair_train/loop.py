@@ -1,40 +1,53 @@
-"""The one training loop every method runs on.
+"""The one training loop every method runs on, in one process or many.
 
 It knows nothing about methods: it builds a batch, calls ``model(batch)``, backpropagates
-``out["loss"]`` and logs ``out["loss_components"]``. Data order comes from
-:class:`radpair.data.pairs.EpochBatches`, so the loop's position is just (epoch, batch);
-together with model, optimiser, scheduler and RNG states that is the whole checkpoint.
+``out["loss"]`` and logs ``out["loss_components"]``. Which rows a step trains on is a pure
+function of the step (:mod:`radpair_train.batches`), and so is its randomness
+(:mod:`radpair_train.rng`); the checkpoint therefore only needs the step plus the model,
+optimiser, scheduler, scaler and LookAhead states, and a run killed at any instant resumes
+to bit-identical weights on CPU.
+
+Data parallelism follows ``torch.distributed``: every process holds a full model, trains
+on its slice of the global batch and averages gradients (DDP). Contrastive methods
+gather embeddings from all processes, so the negatives of a step are the global batch.
+Only the main process (rank 0) logs, checkpoints and exports.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from radpair.config import save_config, to_dict
 from radpair.data.corpus import Corpus
-from radpair.data.pairs import EpochBatches, PairDataset
+from radpair.data.pairs import PairDataset
 from radpair.errors import ConfigError
 from radpair.models import build_method
 from radpair.models.export import save_encoder_weights
 from radpair.text import load_tokenizer
+from radpair_train import distributed as D
+from radpair_train import rng
+from radpair_train.batches import BatchPlan, BatchReader
 from radpair_train.checkpoint import CheckpointManager
 from radpair_train.config import PretrainConfig
-from radpair_train.optim import build_optimizer, build_scheduler
-from radpair_train.runtime import DistInfo, environment_info, init_distributed, resolve_device
+from radpair_train.optim import build_lookahead, build_optimizer, build_scheduler
+from radpair_train.runlog import MetricsLog, progress
+from radpair_train.runtime import DistInfo, environment_info, resolve_device
+
+CHECKPOINT_FORMAT = 2
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message holds the step, components and batch ids."""
+    """The loss (or gradient) became NaN or infinite; the message holds the step, the loss
+    components, the batch ids and the last good checkpoint, which is left in place."""
 
 
 @dataclass
@@ -59,29 +72,37 @@ def check_output_dir(path: str | Path) -> Path:
     return path
 
 
-def _subset(dataset: PairDataset, size: int, seed: int) -> np.ndarray:
-    """Deterministic few-label subset; uses the evaluation sampler when labels exist."""
-    if dataset.labels is not None:
-        try:
-            from radpair.evaluation.sampling import sample_labelled_subset
+def _subset(dataset: PairDataset, size: int, seed: int, repeat: int) -> np.ndarray:
+    """The few-label subset the evaluation draws for (seed, N, repeat), so a from-scratch
+    baseline trains on exactly the images a linear probe of the same budget sees."""
+    if dataset.labels is None:
+        raise ConfigError("data.subset_size needs labels: set method.labels")
+    from radpair.evaluation.sampling import draw_subset
 
-            return np.asarray(sample_labelled_subset(dataset.labels, dataset.label_mask, size, seed))
-        except ImportError:
-            pass
-    return np.sort(np.random.default_rng(seed).choice(len(dataset), size=size, replace=False))
+    raw = np.where(dataset.label_mask > 0, dataset.labels, np.nan)
+    return draw_subset(raw, size, seed=seed, repeat=repeat).indices
 
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig, tokenizer=None, on_step: Callable[[int, dict], None] | None = None):
         self.cfg = cfg
         self.on_step = on_step
-        self.out_dir = check_output_dir(cfg.train.out_dir)
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        self.device = resolve_device(cfg.train.device)
-        self.dist: DistInfo = init_distributed(self.device)
-        if self.dist.distributed and self.device.type == "cuda":
-            self.device = torch.device(f"cuda:{self.dist.local_rank}")
+        tc = cfg.train
+        self.out_dir = check_output_dir(tc.out_dir)
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        device = resolve_device(tc.device)
+        self.dist: DistInfo = D.init_distributed(device, tc.dist_backend, tc.dist_timeout_s)
+        if device.type == "cuda" and self.dist.distributed:
+            # one process per GPU; a launcher that hides the other GPUs leaves only cuda:0
+            device = torch.device(f"cuda:{self.dist.local_rank % max(1, torch.cuda.device_count())}")
+        self.device = device
+        if tc.precision == "fp16" and device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a GPU; on CPU use fp32 (fastest here) or bf16")
+        if tc.deterministic:
+            if device.type == "cuda":  # cuBLAS needs a fixed workspace to be deterministic
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=False)
         if not cfg.data.corpus:
             raise ConfigError("data.corpus is empty: point it at a corpus folder (radpair synth / radpair preprocess)")
         corpus = Corpus.open(cfg.data.corpus)
@@ -91,10 +112,15 @@ class Trainer:
                 raise ConfigError("text_encoder.tokenizer is empty: train one with `radpair tokenizer`")
             tokenizer = load_tokenizer(tok_path)
         self.tokenizer = tokenizer
-        torch.manual_seed(cfg.train.seed)  # model initialisation is part of the run's seed
-        self.model = build_method(cfg.method, cfg.image_encoder, cfg.text_encoder, tokenizer).to(self.device)
-        if cfg.train.channels_last:
+
+        torch.manual_seed(tc.seed)  # model initialisation is part of the run's seed (same on every process)
+        model = build_method(cfg.method, cfg.image_encoder, cfg.text_encoder, tokenizer)
+        if tc.sync_batchnorm and self.dist.distributed:
+            model = D.convert_sync_batchnorm(model, device)
+        self.model = model.to(device)
+        if tc.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+
         needs_text = getattr(self.model, "needs_text", True)
         self.dataset = PairDataset(
             corpus,
@@ -105,150 +131,333 @@ class Trainer:
             label_columns=cfg.method.labels or None,
             label_source=cfg.data.label_source,
             uncertain=cfg.data.uncertain,
+            views=cfg.data.views or None,
         )
         self.items = np.arange(len(self.dataset))
         if cfg.data.subset_size:
-            self.items = _subset(self.dataset, cfg.data.subset_size, cfg.data.subset_seed)
-        self.batch_size = min(cfg.data.batch_size, len(self.items) - len(self.items) % self.dist.world_size)
-        self.steps_per_epoch = len(self.items) // self.batch_size
-        self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
+            self.items = _subset(self.dataset, cfg.data.subset_size, cfg.data.subset_seed, cfg.data.subset_repeat)
+        granule = self.dist.world_size * tc.grad_accumulation
+        self.batch_size = min(cfg.data.batch_size, len(self.items) - len(self.items) % granule)
+        self.plan = BatchPlan(self.items, self.batch_size, tc.seed, self.dist.rank, self.dist.world_size, tc.grad_accumulation)
+        self.steps_per_epoch = self.plan.steps_per_epoch
+        self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
+
+        if tc.compile:
+            for name in tc.compile_modules:
+                part = getattr(self.model, name, None)
+                if part is None:
+                    raise ConfigError(f"train.compile_modules: the method has no module {name!r}")
+                part.compile()  # in place: parameter names and state dicts are unchanged
         self.ddp_model = self.model
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=tc.find_unused_parameters,
             )
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.lookahead = build_lookahead(self.optimizer, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=tc.precision == "fp16")
         self.augment = None
         if getattr(cfg.data.augment, "enabled", False):
             from radpair.data.augment import BatchAugment
 
             self.augment = BatchAugment(cfg.data.augment)
-        self.aug_generator = torch.Generator(device="cpu").manual_seed(cfg.train.seed + 1)
-        self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", cfg.train.keep_checkpoints)
+        self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", tc.keep_checkpoints)
+        self.last_checkpoint: Path | None = None
         self.step = 0
 
     # -- state ---------------------------------------------------------------------------
+    def _position(self) -> dict[str, int]:
+        epoch, batch = self.plan.position(self.step)
+        return {
+            "epoch": epoch,
+            "batch_in_epoch": batch,
+            "n_items": len(self.items),
+            "global_batch": self.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "seed": self.cfg.train.seed,
+            "world_size": self.dist.world_size,
+            "grad_accumulation": self.cfg.train.grad_accumulation,
+        }
+
     def state_dict(self) -> dict:
-        state = {
+        return {
+            "format": CHECKPOINT_FORMAT,
             "step": self.step,
+            "position": self._position(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "augment_rng": self.aug_generator.get_state(),
+            "scaler": self.scaler.state_dict(),
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
+            "rng": rng.capture(),
             "config": json.dumps(to_dict(self.cfg)),
         }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
 
     def load_state_dict(self, state: dict) -> None:
+        self._check_position(state.get("position"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.aug_generator.set_state(state["augment_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.lookahead is not None:
+            if not state.get("lookahead"):
+                raise ConfigError("optim.lookahead_steps is set but the checkpoint was written without LookAhead")
+            self.lookahead.load_state_dict(state["lookahead"])
+        if "rng" in state:
+            rng.restore(state["rng"])
+        elif "torch_rng" in state:  # first-version checkpoints
+            torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 
+    def _check_position(self, saved: dict | None) -> None:
+        """Refuse to resume into a different data order (it would not be the same run)."""
+        if not saved:
+            return
+        mine = self._position()
+        keys = ("n_items", "global_batch", "seed", "grad_accumulation")
+        diff = {k: (saved[k], mine[k]) for k in keys if k in saved and saved[k] != mine[k]}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
+            raise ConfigError(
+                f"cannot resume: the checkpoint's data order differs from this config ({detail}); "
+                "restore those settings or start a new run in another train.out_dir"
+            )
+
+    def _resume(self) -> None:
+        """Rank 0 picks the newest readable checkpoint; every process loads that one."""
+        state, path = (None, None)
+        if self.dist.is_main:
+            state, path = self.checkpoints.load_latest_with_path(map_location=self.device)
+        step = D.broadcast_int(int(state["step"]) if state is not None else -1, self.dist, self.device)
+        if step < 0:  # a fresh run (job scripts may always pass --resume), or only unreadable files
+            if self.dist.is_main and self.checkpoints.checkpoints():
+                print(f"no readable checkpoint in {self.checkpoints.directory}; starting from step 0", flush=True)
+            return
+        if not self.dist.is_main:
+            path = self.checkpoints.path_for(step)
+            try:
+                state = self.checkpoints.load(path, map_location=self.device)
+            except OSError as exc:
+                raise ConfigError(
+                    f"process {self.dist.rank} cannot read {path} ({exc}); resuming needs train.out_dir "
+                    "on a filesystem every node shares"
+                ) from None
+        self.load_state_dict(state)
+        self.last_checkpoint = path
+
     # -- steps ---------------------------------------------------------------------------
-    def _batch(self, step: int) -> dict[str, torch.Tensor]:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        order = EpochBatches(len(self.items), self.batch_size, self.cfg.train.seed, epoch, self.dist.rank, self.dist.world_size)
-        batch = self.dataset.get_batch(self.items[order.batch(i)])
+    def _prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         if self.augment is not None:
-            batch["images"] = self.augment(batch["images"], self.aug_generator)
+            batch["images"] = self.augment(batch["images"], generator)
         if self.cfg.train.channels_last:
             batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
         return batch
 
+    def _finish(self, step: int, micro: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """Device copy, augmentation (one generator per step) and memory format of a step's micro-batches."""
+        gen = rng.augment_generator(self.cfg.train.seed, step, self.dist.rank) if self.augment is not None else None
+        return [self._prepare(b, gen) for b in micro]
+
+    def _batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The whole (single micro-batch) batch of ``step`` for this process, on the device."""
+        batches = self._finish(step, [self.dataset.get_batch(rows) for rows in self.plan.rows(step)])
+        if len(batches) == 1:
+            return batches[0]
+        return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
     def _autocast(self):
-        if self.cfg.train.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        if self.cfg.train.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.cfg.train.precision == "bf16" else torch.float16
+            return torch.autocast(device_type=self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict:
+    def _reduce(self, loss: torch.Tensor, comps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+        """[loss, components...] averaged over processes, and whether any process saw NaN/Inf.
+
+        One tiny all-reduce per micro-batch: every process must stop at the same step (a
+        process that raised alone would leave the others waiting in a collective forever).
+        """
+        parts = [loss.detach().float().reshape(())] + [c.detach().float().reshape(()) for c in comps.values()]
+        values = torch.stack(parts).cpu()
+        bad = not bool(torch.isfinite(values).all())
+        if not self.dist.distributed:
+            return values, bad
+        payload = torch.cat([torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), torch.tensor([float(bad)])])
+        total = D.all_reduce_sum(payload, self.dist, self.device)
+        return (total[:-1] / self.dist.world_size).float(), bool(total[-1] > 0)
+
+    def _diverged(self, what: str, micro: int, batch: dict[str, torch.Tensor], values: dict[str, float]) -> TrainingDiverged:
+        step = self.step + 1
+        epoch, index = self.plan.position(self.step)
+        ids = D.all_gather_1d(batch["ids"].detach().long().cpu(), self.dist, self.device).tolist()
+        names = self._image_ids(ids)
+        ckpt = self.last_checkpoint or (self.checkpoints.candidates() or [None])[0]
+        where = f"step {step} (epoch {epoch}, batch {index} of the epoch"
+        where += f", micro-batch {micro + 1} of {self.cfg.train.grad_accumulation})" if self.cfg.train.grad_accumulation > 1 else ")"
+        info = {
+            "step": step,
+            "epoch": epoch,
+            "what": what,
+            "values": values,
+            "batch_image_index": ids,
+            "batch_image_ids": names,
+            "last_good_checkpoint": str(ckpt) if ckpt else None,
+        }
+        if self.dist.is_main:
+            (self.out_dir / "diverged.json").write_text(json.dumps(info, indent=2))
+        kept = f"the last good checkpoint is kept: {ckpt}" if ckpt else "no checkpoint was written before it"
+        return TrainingDiverged(
+            f"non-finite {what} at {where}: "
+            + ", ".join(f"{k}={v:.6g}" for k, v in values.items())
+            + f"; batch image indices {ids}; image ids {names}; {kept} (details in {self.out_dir / 'diverged.json'})"
+        )
+
+    def _image_ids(self, image_index: list[int]) -> list[str]:
+        index = self.dataset.corpus.index
+        lookup = dict(zip(index["image_index"].tolist(), index["image_id"].astype(str).tolist()))
+        return [lookup.get(i, "?") for i in image_index]
+
+    def train_step(self, batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict:
+        """One optimiser step over ``batch`` (a dict, or a list of micro-batch dicts)."""
+        micro = batch if isinstance(batch, list) else [batch]
+        accumulation = len(micro)
+        rng.seed_step(self.cfg.train.seed, self.step, self.dist.rank)
         self.ddp_model.train()
-        with self._autocast():
-            out = self.ddp_model(batch)
-        loss = out["loss"]
-        if not torch.isfinite(loss.detach()):
-            comps = {k: float(v) for k, v in out.get("loss_components", {}).items()}
-            ids = batch["ids"].tolist()
-            raise TrainingDiverged(
-                f"non-finite loss {float(loss)} at step {self.step}; components {comps}; batch image ids {ids}; "
-                f"the last good checkpoint is kept in {self.checkpoints.directory}"
-            )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        mean_values: torch.Tensor | None = None
+        out: dict[str, Any] = {}
+        for j, mb in enumerate(micro):
+            sync = not self.dist.distributed or j == accumulation - 1
+            with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
+                with self._autocast():
+                    out = self.ddp_model(mb)
+                loss = out["loss"]
+                comps = out.get("loss_components", {})
+                values, bad = self._reduce(loss, comps)
+                if bad:
+                    local = {"loss": float(loss.detach()), **{k: float(v) for k, v in comps.items()}}
+                    raise self._diverged("loss", j, mb, local)
+                self.scaler.scale(loss / accumulation).backward()
+            mean_values = values / accumulation if mean_values is None else mean_values + values / accumulation
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = None
         if self.cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        self.optimizer.step()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        elif self._log_due(self.step + 1):
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if grad_norm is not None and not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            raise self._diverged("gradient norm", accumulation - 1, micro[-1], {"grad_norm": float(grad_norm)})
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
+        names = ["loss", *out.get("loss_components", {}).keys()]
+        summary = dict(zip(names, mean_values.tolist()))
+        out = dict(out)
+        out["global_loss"] = summary.pop("loss")
+        out["global_loss_components"] = summary
+        out["grad_norm"] = None if grad_norm is None else float(grad_norm)
         return out
+
+    def _log_due(self, step: int) -> bool:
+        return step % self.cfg.train.log_every == 0 or step == self.total_steps
 
     # -- run -----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> RunResult:
         main = self.dist.is_main
         if resume:
-            state = self.checkpoints.load_latest(map_location=self.device)
-            if state is not None:
-                self.load_state_dict(state)
+            self._resume()
+        start = self.step
         if main:
             save_config(self.cfg, self.out_dir / "config.yaml")
-            (self.out_dir / "run_info.json").write_text(json.dumps(environment_info(), indent=2))
-        log_path = self.out_dir / "metrics.jsonl"
-        if main:
-            _truncate_log(log_path, self.step)
-        writer = _tensorboard(self.out_dir / "tensorboard") if main else None
-        progress = _progress(self.cfg.train.progress and main, self.total_steps, self.step, self.cfg.method.name)
+            self._write_run_info(start)
+        on_cpu = self.device.type == "cpu"
+        # on CPU the reading thread also augments (overlapping the step); on a GPU the
+        # batch is copied from pinned memory and augmented there, in this thread
+        reader = BatchReader(self.dataset, self.plan, self.cfg.data.prefetch, pin_memory=not on_cpu,
+                             finish=self._finish if on_cpu else None)
+        log = MetricsLog(self.out_dir, start) if main else None
+        bar = progress(self.cfg.train.progress and main, self.total_steps, start, self.cfg.method.name)
         last_loss = float("nan")
-        t0, seen = time.perf_counter(), 0
-        last_ckpt = None
+        window_t0, window_images, data_wait = time.perf_counter(), 0, 0.0
+        run_t0, run_images = window_t0, 0
+        completed = False
         try:
-            with open(log_path, "a") if main else contextlib.nullcontext() as log:
-                while self.step < self.total_steps:
-                    batch = self._batch(self.step)
-                    out = self.train_step(batch)
-                    self.step += 1
-                    seen += batch["images"].shape[0] * self.dist.world_size
-                    last_loss = float(out["loss"].detach())
-                    if main and (self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps):
-                        rate = seen / max(time.perf_counter() - t0, 1e-9)
-                        record = {
+            while self.step < self.total_steps:
+                t_wait = time.perf_counter()
+                nxt = self.step + 1 if self.step + 1 < self.total_steps else None
+                micro = reader.get(self.step, nxt)
+                if not on_cpu:
+                    micro = self._finish(self.step, micro)
+                data_wait += time.perf_counter() - t_wait
+                out = self.train_step(micro)
+                self.step += 1
+                images = self.batch_size
+                window_images += images
+                run_images += images
+                last_loss = out["global_loss"]
+                now = time.perf_counter()
+                logged = self._log_due(self.step)
+                if logged and log is not None:
+                    elapsed = max(now - window_t0, 1e-9)
+                    log.write(
+                        {
                             "step": self.step,
+                            "epoch": self.plan.position(self.step - 1)[0],
                             "loss": last_loss,
-                            "loss_components": {k: float(v) for k, v in out.get("loss_components", {}).items()},
+                            "loss_components": out["global_loss_components"],
                             "lr": self.scheduler.get_last_lr()[0],
-                            "images_per_s": rate,
+                            "grad_norm": out["grad_norm"],
+                            "images_per_s": window_images / elapsed,
+                            "data_fraction": data_wait / elapsed,
                         }
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                        if writer is not None:
-                            writer.add_scalar("loss/total", last_loss, self.step)
-                            for k, v in record["loss_components"].items():
-                                writer.add_scalar(f"loss/{k}", v, self.step)
-                            writer.add_scalar("lr", record["lr"], self.step)
-                    if progress is not None:
-                        progress.update(self.step, last_loss, seen / max(time.perf_counter() - t0, 1e-9))
-                    if self.on_step is not None:
-                        self.on_step(self.step, out)
-                    if main and (self.step % self.cfg.train.checkpoint_every == 0 or self.step == self.total_steps):
-                        last_ckpt = self.checkpoints.save(self.state_dict(), self.step)
+                    )
+                if logged:
+                    window_t0, window_images, data_wait = now, 0, 0.0
+                if bar is not None:
+                    bar.update(self.step, last_loss, run_images / max(now - run_t0, 1e-9), logged)
+                if self.on_step is not None:
+                    self.on_step(self.step, out)
+                if main and (self.step % self.cfg.train.checkpoint_every == 0 or self.step == self.total_steps):
+                    self.last_checkpoint = self.checkpoints.save(self.state_dict(), self.step)
+            completed = True
         finally:
-            if progress is not None:
-                progress.close()
-            if writer is not None:
-                writer.close()
-        weights = None
-        if main:
-            weights = self.export()
-        return RunResult(self.out_dir, self.step, last_loss, weights, last_ckpt)
+            reader.close()
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        weights = self.export() if main else None
+        if completed:
+            D.barrier(self.dist)
+            D.shutdown(self.dist)
+        return RunResult(self.out_dir, self.step, last_loss, weights, self.last_checkpoint if main else None)
+
+    def _write_run_info(self, start: int) -> None:
+        path = self.out_dir / "run_info.json"
+        info = environment_info(self.dist, self.device)
+        history = []
+        if start and path.is_file():
+            try:
+                history = json.loads(path.read_text()).get("history", [])
+            except ValueError:
+                history = []
+        history.append({"started": info["started"], "from_step": start, "git_commit": info["git_commit"],
+                        "hostname": info["hostname"], "world_size": self.dist.world_size})
+        info["history"] = history
+        info["global_batch"] = self.batch_size
+        info["steps_per_epoch"] = self.steps_per_epoch
+        info["total_steps"] = self.total_steps
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(path)
 
     def export(self) -> Path:
         """Write the image encoder (and text encoder, if any) as safetensors."""
@@ -258,52 +467,3 @@ class Trainer:
         if text is not None:
             save_encoder_weights(text, self.out_dir / "text_encoder.safetensors", meta)
         return path
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """On resume, drop log lines past the checkpoint so the log matches the state."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError):
-            continue
-    path.write_text("".join(k + "\n" for k in keep))
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed: JSONL log only
-        return None
-    return SummaryWriter(str(path))
-
-
-class _Progress:
-    def __init__(self, total: int, start: int, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn(f"[bold]{label}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[rate]:.0f} img/s"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.task = self.bar.add_task(label, total=total, completed=start, loss=float("nan"), rate=0.0)
-        self.bar.start()
-
-    def update(self, step: int, loss: float, rate: float) -> None:
-        self.bar.update(self.task, completed=step, loss=loss if math.isfinite(loss) else float("nan"), rate=rate)
-
-    def close(self) -> None:
-        self.bar.stop()
-
-
-def _progress(enabled: bool, total: int, start: int, label: str):
-    return _Progress(total, start, label) if enabled else None
