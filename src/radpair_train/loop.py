@@ -377,7 +377,7 @@ class Trainer:
         start = self.step
         if main:
             save_config(self.cfg, self.out_dir / "config.yaml")
-            self._write_run_info(start)
+            self._write_run_info(start, resume)
         on_cpu = self.device.type == "cpu"
         # on CPU the reading thread also augments (overlapping the step); on a GPU the
         # batch is copied from pinned memory and augmented there, in this thread
@@ -440,11 +440,13 @@ class Trainer:
             D.shutdown(self.dist)
         return RunResult(self.out_dir, self.step, last_loss, weights, self.last_checkpoint if main else None)
 
-    def _write_run_info(self, start: int) -> None:
+    def _write_run_info(self, start: int, resume: bool) -> None:
+        """Record this launch; a resumed run (even one killed before its first checkpoint,
+        which restarts at step 0) appends to the history of the runs before it."""
         path = self.out_dir / "run_info.json"
         info = environment_info(self.dist, self.device)
         history = []
-        if start and path.is_file():
+        if resume and path.is_file():
             try:
                 history = json.loads(path.read_text()).get("history", [])
             except ValueError:
