@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# OpenMP threads that busy-wait between parallel regions steal the core from every other
+# process; on a shared 2-core machine that made a training step 5.8x slower
+# (benchmarks/engine_omp_wait.py). Set before torch is first imported; users may override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from radpair.errors import ConfigError, DataError
 

@@ -24,5 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     result = Trainer(cfg).fit(resume=args.resume)
+    if result.image_encoder_weights is None:  # not the main process of a distributed run
+        return 0
     print(f"finished {result.steps} steps, final loss {result.final_loss:.4f}; encoder -> {result.image_encoder_weights}")
     return 0
