@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from radpair.data.corpus import atomic_write_text
+
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -58,15 +60,6 @@ class _HashingWriter:
 
     def flush(self) -> None:
         self.fh.flush()
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -104,8 +97,8 @@ class CheckpointManager:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         record = {"file": final.name, "step": step, "bytes": writer.size, "sha256": writer.sha.hexdigest()}
-        _atomic_text(self.record_for(final), json.dumps(record) + "\n")
-        _atomic_text(self.directory / "latest", final.name + "\n")
+        atomic_write_text(self.record_for(final), json.dumps(record) + "\n")
+        atomic_write_text(self.directory / "latest", final.name + "\n")
         _fsync_dir(self.directory)
         self._prune()
         return final
