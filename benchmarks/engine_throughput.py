@@ -13,7 +13,12 @@
    measured alternately with it in the same process; ``fraction_of_matmul`` is the ratio
    of the medians and ``fraction_of_matmul_best`` of the best repeats (on a shared
    machine other jobs only ever add time, so the best repeat is the least disturbed). ``--compile`` adds the ``torch.compile`` variant (cold compile
-   takes about a minute per model here).
+   takes about a minute per model here). ``--profile`` adds, per encoder, the share of a
+   step's time spent in each kind of operator (``torch.profiler``) and
+   ``conv_fraction_of_matmul``: the FLOP rate of the convolutions alone (all counted FLOPs
+   are convolutions but the final pooling-free head) against the matmul, i.e. how far the
+   kernels that do the arithmetic are from the peak, apart from the memory-bound
+   BatchNorm, ReLU and residual additions between them.
 """
 
 from __future__ import annotations
@@ -61,7 +66,27 @@ def encoder_flops(model, images) -> int:
     return counter.get_total_flops()
 
 
-def encoder_rows(names: list[str], batch: int, size: int, repeats: int, compile_too: bool) -> list[dict]:
+OP_KINDS = {"convolution": ("convolution",), "batch_norm": ("batch_norm",), "relu": ("threshold", "relu", "clamp_min"),
+            "residual_add": ("add",), "copy_and_layout": ("copy_", "contiguous", "clone")}
+
+
+def time_shares(step) -> dict[str, float]:
+    """Fraction of one step's operator self-time in each ``OP_KINDS`` group (rest: ``other``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    shares = {k: 0.0 for k in [*OP_KINDS, "other"]}
+    for e in events:
+        kind = next((k for k, keys in OP_KINDS.items() if any(x in e.key for x in keys)), "other")
+        shares[kind] += e.self_cpu_time_total / total
+    return shares
+
+
+def encoder_rows(names: list[str], batch: int, size: int, repeats: int, compile_too: bool,
+                 profile_ops: bool = False) -> list[dict]:
     import torch
 
     from radpair.models.image_encoders import IMAGE_ENCODERS
@@ -100,6 +125,10 @@ def encoder_rows(names: list[str], batch: int, size: int, repeats: int, compile_
                          "fraction_of_matmul": achieved / peak,
                          "best_achieved_gflops": best, "best_matmul_gflops": max(mm),
                          "fraction_of_matmul_best": best / max(mm), "cold_compile_s": t_compile})
+            if profile_ops and not comp:
+                shares = time_shares(step)
+                rows[-1]["time_shares"] = shares
+                rows[-1]["conv_fraction_of_matmul"] = achieved / peak / max(shares["convolution"], 1e-9)
             print(rows[-1], flush=True)
     return rows
 
@@ -114,6 +143,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--encoders-only", action="store_true", help="skip the preset measurements")
+    p.add_argument("--profile", action="store_true", help="add per-operator time shares of the encoder step")
     p.add_argument("--work", default=None, help="folder for the corpus (kept between runs)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -128,7 +158,7 @@ def main() -> None:
         for extra in ([], ["train.channels_last=true"]):
             preset_rows.append(preset_throughput(preset, corpus, tok, work / "run", args.steps, extra))
             print(preset_rows[-1], flush=True)
-    encoders = encoder_rows(args.encoders.split(","), args.encoder_batch, 224, args.repeats, args.compile)
+    encoders = encoder_rows(args.encoders.split(","), args.encoder_batch, 224, args.repeats, args.compile, args.profile)
     write_json({"benchmark": "engine_throughput", "machine": machine(), "presets": preset_rows, "image_encoders": encoders},
                args.json)
 

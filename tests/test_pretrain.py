@@ -33,6 +33,18 @@ def test_pretrain_smoke(tmp_path, random_corpus, tokenizer_dir):
     assert "text_encoder:" in (out / "config.yaml").read_text()
     assert (out / "image_encoder.safetensors").is_file() and (out / "checkpoints" / "latest").is_file()
 
+    # the export records how its training images were prepared, and a probe corpus
+    # prepared differently is reported
+    from radpair.models.export import input_mismatches, read_safetensors_metadata
+
+    meta = read_safetensors_metadata(out / "image_encoder.safetensors")
+    assert meta["input"]["image_size"] == list(random_corpus.image_size)
+    assert {"normalisation", "pixel_mean", "pixel_std"} <= set(meta["input"])
+    assert input_mismatches(meta, random_corpus) == []
+    other = dict(meta, input=dict(meta["input"], normalisation={"window": "dicom"}, image_size=[224, 224]))
+    problems = input_mismatches(other, random_corpus)
+    assert len(problems) == 2 and "image size" in problems[0] and "normalisation" in problems[1]
+
 
 def test_bad_config_key_fails_at_start(tmp_path, random_corpus, capsys):
     rc = main(["pretrain", "--config", "configs/convirt_cpu.yaml", "optim.lerning_rate=1", f"train.out_dir={tmp_path}/r"])

@@ -31,7 +31,7 @@ from radpair.data.corpus import Corpus
 from radpair.data.pairs import PairDataset
 from radpair.errors import ConfigError
 from radpair.models import build_method
-from radpair.models.export import save_encoder_weights
+from radpair.models.export import input_record, save_encoder_weights
 from radpair.text import load_tokenizer
 from radpair_train import distributed as D
 from radpair_train import rng
@@ -463,7 +463,9 @@ class Trainer:
 
     def export(self) -> Path:
         """Write the image encoder (and text encoder, if any) as safetensors."""
-        meta = {"config": to_dict(self.cfg), "step": self.step, "image_size": list(self.dataset.corpus.image_size)}
+        corpus = self.dataset.corpus
+        meta = {"config": to_dict(self.cfg), "step": self.step, "image_size": list(corpus.image_size),
+                "input": input_record(corpus)}
         path = save_encoder_weights(self.model.image_encoder, self.out_dir / "image_encoder.safetensors", meta)
         text = getattr(self.model, "text_encoder", None)
         if text is not None:

@@ -47,6 +47,41 @@ def load_encoder_weights(module: nn.Module, path: str | Path) -> None:
         raise DataError(f"{path}: weights do not fit this encoder (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
+def input_record(corpus) -> dict:
+    """How the training images were made, stored beside exported weights.
+
+    An encoder only transfers when new images are prepared the same way (size, window,
+    percentile clipping, bit depth, and the fixed pixel scaling of
+    ``radpair.data.tensors``), so the export carries the corpus's ``normalisation`` spec.
+    """
+    from radpair.data.tensors import PIXEL_MEAN, PIXEL_STD
+
+    return {
+        "image_size": list(corpus.image_size),
+        "normalisation": corpus.meta.get("normalisation"),
+        "pixel_mean": PIXEL_MEAN,
+        "pixel_std": PIXEL_STD,
+        "source": corpus.meta.get("source"),
+    }
+
+
+def input_mismatches(meta: dict, corpus) -> list[str]:
+    """Ways in which ``corpus`` was prepared differently from an encoder's training images."""
+    trained = meta.get("input")
+    if not trained:
+        return []
+    now = input_record(corpus)
+    out = []
+    if trained.get("image_size") != now["image_size"]:
+        out.append(f"image size {now['image_size']} (encoder trained on {trained.get('image_size')})")
+    if trained.get("normalisation") != now["normalisation"]:
+        out.append(f"normalisation {now['normalisation']} (encoder trained on {trained.get('normalisation')})")
+    for key in ("pixel_mean", "pixel_std"):
+        if trained.get(key) != now[key]:
+            out.append(f"{key} {now[key]} (encoder trained with {trained.get(key)})")
+    return out
+
+
 def load_image_encoder(path: str | Path):
     """Rebuild an exported image encoder from its safetensors file alone.
 

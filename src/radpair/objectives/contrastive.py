@@ -2,9 +2,12 @@
 
 With data parallelism each process sees only its own batch; contrasting against the
 embeddings of all processes keeps the effective number of negatives equal to the global
-batch. Gathering uses the autograd-aware ``torch.distributed.nn.functional.all_gather``:
-plain ``dist.all_gather`` returns tensors with no gradient path, which silently drops
-the gradient of every remote negative.
+batch. Gathering must be autograd-aware: plain ``dist.all_gather`` returns tensors with no
+gradient path, which silently drops the gradient of every remote negative. We use the
+functional collective ``all_gather_single`` (its backward is a reduce-scatter of the
+gradients), which torch recommends in place of the deprecated
+``torch.distributed.nn.functional.all_gather``; the latter remains the fallback for torch
+builds without it.
 """
 
 from __future__ import annotations
@@ -36,9 +39,15 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     _, world = _world()
     if world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
+    import torch.distributed as dist
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    try:
+        from torch.distributed._functional_collectives import all_gather_single, wait_tensor
+    except ImportError:  # older torch
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(x.contiguous()), dim=0)
+    return wait_tensor(all_gather_single(x.contiguous(), 0, dist.group.WORLD))
 
 
 def bidirectional_info_nce(

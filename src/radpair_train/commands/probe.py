@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     import numpy as np
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from radpair.errors import DataError
     from radpair.evaluation import extract_features, label_efficiency
     from radpair.evaluation.report_page import write_report
-    from radpair.models.export import load_image_encoder
+    from radpair.models.export import input_mismatches, load_image_encoder, read_safetensors_metadata
     from radpair_train.loop import check_output_dir
 
     out = check_output_dir(args.out)
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         name, _, path = spec.rpartition("=")
         name = name or Path(path).parent.name or Path(path).stem
         enc = load_image_encoder(path)
+        for problem in input_mismatches(read_safetensors_metadata(path), corpus):
+            print(f"warning: {path}: {corpus.root} differs from the encoder's training images: {problem}",
+                  file=sys.stderr)
         feats[name] = (
             extract_features(enc, corpus.images, indices=rows[train], device=args.device),
             extract_features(enc, corpus.images, indices=rows[test], device=args.device),
