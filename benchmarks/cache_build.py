@@ -17,7 +17,6 @@ Prints one JSON object; ``ratio`` is cache_W images/s over plain images/s (wall 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from engine_common import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -140,9 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         "worker_count_does_not_change_bytes": bool(same),
         "fixture_generation_s": round(gen_s, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

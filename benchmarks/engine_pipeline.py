@@ -6,7 +6,7 @@ One process, one run of ``Trainer.fit`` on the ConVIRT CPU preset (``configs/con
 with ``train.channels_last=true``), with three things interleaved through its ``on_step``
 hook so that machine-speed drift hits all of them alike:
 
-* **end-to-end** — the engine's own steps: prefetched memory-map reads, augmentation,
+* **end-to-end** — the engine's own steps: prefetched image reads (`pread`), augmentation,
   forward, InfoNCE, backward, clipping, optimiser, scheduler, logging, checkpoints every
   ``--checkpoint-every`` steps. Time spent inside the hook is subtracted, and the step
   right after each hook is not counted (its batch was prepared during the hook).
@@ -152,7 +152,7 @@ class Reference:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 class ModelOnly:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine_common import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 LABELS = [
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion",
@@ -150,9 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bytes_per_record_over_baseline": int(delta * 2**20 / args.n),
         "fixture_generation_s": round(gen_s, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

@@ -16,7 +16,6 @@ Prints one JSON object; ``ratio`` is cache images/s over decode images/s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from engine_common import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -121,9 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         "decode_each_step_draft_images_per_s": round(decode_draft, 1),
         "ratio_cache_vs_decode": round(cache / decode, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

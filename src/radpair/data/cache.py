@@ -278,26 +278,9 @@ def read_status(work: Path, chunk: int, fp: str, expect: tuple[int, int] | None 
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from radpair.progress import count_progress
 
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        console=Console(stderr=True),
-    )
+    return count_progress("{task.description}", enabled=enabled)
 
 
 def _run_tasks(tasks: list[ChunkTask], config: CacheConfig, work: Path, fp: str, total_images: int, done_images: int) -> None:

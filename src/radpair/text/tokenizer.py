@@ -18,20 +18,26 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def train_wordpiece_tokenizer(
     texts: Iterable[str], out_dir: str | Path, vocab_size: int = 4000, min_frequency: int = 2
 ):
-    """Train a lower-cased BERT WordPiece tokenizer on ``texts`` and save it to ``out_dir``."""
+    """Train a lower-cased BERT WordPiece tokenizer on ``texts`` and save it to ``out_dir``.
+
+    The vocabulary is learned by :mod:`radpair.text.wordpiece_training`, which gives the
+    same vocabulary in every process (the ``tokenizers`` trainer does not); encoding is
+    ``tokenizers``' own BERT WordPiece pipeline.
+    """
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
+    from radpair.text.wordpiece_training import count_words, learn_vocabulary
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wp = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
-    wp.train_from_iterator(
-        (t for t in texts if t),
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
-        show_progress=False,
-    )
+    shell = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
+    words = count_words(texts, shell._tokenizer.normalizer, shell._tokenizer.pre_tokenizer)
+    if not words:
+        raise DataError(f"no words to learn a vocabulary from (training {out_dir})")
+    tokens = learn_vocabulary(words, vocab_size, SPECIAL_TOKENS, min_frequency=min_frequency)
+    wp = BertWordPieceTokenizer({t: i for i, t in enumerate(tokens)}, lowercase=True, strip_accents=True,
+                                clean_text=True)
     tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, do_lower_case=True)
     tokenizer.add_special_tokens(
         {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}

@@ -44,18 +44,9 @@ def run(args: argparse.Namespace) -> int:
         corpus = generate_corpus(args.out, n_images=args.n, size=args.size, seed=args.seed, workers=args.workers,
                                  config=cfg)
     else:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from radpair.progress import count_progress
 
-        columns = (TextColumn("[bold]radpair synth"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, transient=False) as bar:
+        with count_progress("[bold]radpair synth") as bar:
             task = bar.add_task("render", total=args.n)
             corpus = generate_corpus(args.out, n_images=args.n, size=args.size, seed=args.seed,
                                      workers=args.workers, config=cfg,
