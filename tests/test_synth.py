@@ -326,3 +326,27 @@ def test_ground_truth_csv_round_trips_empty_cells(corpora):
     written = raw["written_nodule"]
     assert written.isna().any(), "unmentioned findings are empty cells"
     assert set(raw["view"]) <= {"PA", "AP", "LATERAL"}
+
+
+_GENERATE = """
+import hashlib, sys
+from radpair.data.synth import generate_corpus
+c = generate_corpus(sys.argv[1], n_images=200, size=64, seed=3, workers=1)
+print(hashlib.sha256((c.root / 'images.npy').read_bytes() + (c.root / 'index.csv').read_bytes()).hexdigest())
+"""
+
+
+def test_corpus_does_not_depend_on_the_process_hash_seed(tmp_path):
+    """String hashing differs between processes (PYTHONHASHSEED); iterating a set of
+    strings while drawing random numbers once made two runs of the same seed differ."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        out = subprocess.run([sys.executable, "-c", _GENERATE, str(tmp_path / hash_seed)], env=env, check=True,
+                             capture_output=True, text=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1

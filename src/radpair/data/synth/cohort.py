@@ -133,7 +133,7 @@ class _Course:
 
     def step_devices(self, setting: str, first: bool) -> None:
         rng = self.rng
-        keep = {d for d in self.devices if d == "pacemaker" or rng.random() < 0.75}
+        keep = {d for d in sorted(self.devices) if d == "pacemaker" or rng.random() < 0.75}  # sorted: set order varies by process
         base = {"icu": dict(ett=0.5, ng=0.45, cvc=0.6), "ward": dict(ett=0.0, ng=0.07, cvc=0.2),
                 "outpatient": dict(ett=0.0, ng=0.0, cvc=0.015)}[setting]
         scale = 1.0 if first else 0.5
