@@ -143,6 +143,18 @@ def _repeat(src, root: Path, n: int):
     return writer.finalize(index, meta, label_columns=src.label_columns, ground_truth=truth)
 
 
+def bench_inputs(work: str | None, n: int, size: int):
+    """(work folder, synthetic corpus of ``n`` pairs at ``size`` px, tokenizer folder), reused
+    between runs when ``work`` is given, else in a new temporary folder."""
+    import tempfile
+
+    folder = Path(work or tempfile.mkdtemp(prefix="radpair-bench-"))
+    corpus = synthetic_corpus(folder / f"corpus-{size}", n, size)
+    tok = folder / "tokenizer"
+    tokenizer_for(corpus, tok)
+    return folder, corpus, tok
+
+
 def tokenizer_for(corpus, out: Path, vocab_size: int = 2000):
     from radpair.text import load_tokenizer, train_wordpiece_tokenizer
 

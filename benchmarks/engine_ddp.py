@@ -20,11 +20,10 @@ import json
 import os
 import socket
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from engine_common import PRESET, machine, set_threads, synthetic_corpus, tokenizer_for, write_json
+from engine_common import PRESET, bench_inputs, machine, set_threads, write_json
 
 
 def _port() -> int:
@@ -71,10 +70,7 @@ def main() -> None:
     set_threads(1)  # the parent only orchestrates
     import torch.multiprocessing as mp
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="radpair-bench-"))
-    corpus = synthetic_corpus(work / f"corpus-{args.size}", 1024, args.size)
-    tok = work / "tokenizer"
-    tokenizer_for(corpus, tok)
+    work, corpus, tok = bench_inputs(args.work, 1024, args.size)
     mp.set_forkserver_preload(["radpair_train.loop"])
     base = [f"data.corpus={corpus.root}", f"text_encoder.tokenizer={tok}", "train.progress=false", "train.device=cpu",
             "train.channels_last=true", f"train.max_steps={args.steps + 2}", "train.checkpoint_every=1000"]

@@ -27,13 +27,12 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from engine_common import PRESET, machine, set_threads, synthetic_corpus, tokenizer_for, write_json
+from engine_common import PRESET, bench_inputs, machine, set_threads, write_json
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -194,16 +193,12 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     set_threads(args.threads)
-    import torch
 
     from radpair.config import load_config
     from radpair_train.config import PretrainConfig
     from radpair_train.loop import Trainer
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="radpair-bench-"))
-    corpus = synthetic_corpus(work / f"corpus-{args.size}", args.n, args.size)
-    tok = work / "tokenizer"
-    tokenizer_for(corpus, tok)
+    work, corpus, tok = bench_inputs(args.work, args.n, args.size)
     paths = write_jpegs(corpus, work / "jpeg", args.files, parse_size(args.file_size))
 
     warm = 2

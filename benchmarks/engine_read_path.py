@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from engine_common import PRESET, machine, set_threads, synthetic_corpus, tokenizer_for, write_json
+from engine_common import PRESET, bench_inputs, machine, set_threads, write_json
 
 
 def read_through_map(self, rows, out=None):
@@ -52,10 +50,7 @@ def main() -> None:
     from radpair_train.config import PretrainConfig
     from radpair_train.loop import Trainer
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="radpair-bench-"))
-    corpus = synthetic_corpus(work / f"corpus-{args.size}", 1024, args.size)
-    tok = work / "tokenizer"
-    tokenizer_for(corpus, tok)
+    work, corpus, tok = bench_inputs(args.work, 1024, args.size)
     shipped = Corpus.read_images
     ways = {"memory_map": read_through_map, "pread": shipped}
 

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from engine_common import PRESET, REPO, machine, matmul_gflops, set_threads, synthetic_corpus, timed, tokenizer_for, write_json
+from engine_common import PRESET, REPO, bench_inputs, machine, matmul_gflops, set_threads, timed, write_json
 
 
 def preset_throughput(preset: Path, corpus, tok_dir: Path, out: Path, steps: int, extra: list[str]) -> dict:
@@ -148,10 +147,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     set_threads(args.threads)
-    work = Path(args.work or tempfile.mkdtemp(prefix="radpair-bench-"))
-    corpus = synthetic_corpus(work / f"corpus-{args.size}", 1024, args.size)
-    tok = work / "tokenizer"
-    tokenizer_for(corpus, tok)
+    work, corpus, tok = bench_inputs(args.work, 1024, args.size)
     presets = sorted((REPO / "configs").glob("*_cpu.yaml")) or [PRESET]
     preset_rows = []
     for preset in [] if args.encoders_only else presets:

@@ -9,6 +9,8 @@ in a fresh process, with the same vocabulary size and ``min_frequency=2``:
 * ``distinct_vocabularies`` — how many different vocabularies (token -> id) the runs gave;
 * ``vocab_size``, ``seconds`` (median);
 * ``tokens_per_text`` and ``unk_rate`` when encoding the same texts;
+* ``large_vocabulary_seconds`` — radpair's merge loop alone on 60k random word types with
+  Zipf counts into a 30,000-token vocabulary (the scale of a MIMIC-CXR vocabulary);
 * ``overlap_with_reference`` — the share of radpair's tokens that the ``tokenizers``
   trainer's first run also has, next to ``reference_run_to_run_overlap``, the share the
   reference's first two runs have in common.
@@ -83,6 +85,23 @@ def compare(name: str, texts: list[str], vocab_size: int, processes: int, work: 
     return out
 
 
+def large_vocabulary_seconds(types: int = 60000, vocab_size: int = 30000) -> float:
+    import time
+    from collections import Counter
+
+    import numpy as np
+
+    from radpair.text.wordpiece_training import learn_vocabulary
+
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, rng.integers(3, 13))) for _ in range(types)]
+    counts = Counter(dict(zip(words, rng.zipf(1.3, types).clip(1, 10**6).tolist())))
+    t0 = time.perf_counter()
+    learn_vocabulary(counts, vocab_size, ["[PAD]", "[UNK]"], min_frequency=2)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", default=None, help="a corpus folder (default: a 10k-pair synthetic one)")
@@ -106,6 +125,7 @@ def main() -> None:
         result["iu_xray"] = compare("iu_xray", iu_xray_texts(iu), 3000, args.processes, work)
     else:
         result["iu_xray"] = f"skipped: {iu / 'indiana_reports.csv'} not found"
+    result["large_vocabulary_seconds"] = large_vocabulary_seconds()
     write_json(result, args.json)
 
 
