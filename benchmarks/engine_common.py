@@ -40,6 +40,31 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _cpu_times() -> list[int] | None:
+    """The aggregate ``cpu`` line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        with open("/proc/stat") as fh:
+            return [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+_CPU_AT_START = _cpu_times()
+
+
+def steal_share_since_start() -> float | None:
+    """Share of CPU time the hypervisor gave to other guests since this benchmark started.
+
+    On a shared VM this is the clearest sign that absolute rates are depressed: the
+    development machine showed 4 % on a quiet hour and 30-38 % on a busy one.
+    """
+    now = _cpu_times()
+    if now is None or _CPU_AT_START is None or len(now) < 8:
+        return None
+    delta = [a - b for a, b in zip(now, _CPU_AT_START)]
+    return delta[7] / max(sum(delta[:8]), 1)
+
+
 def machine() -> dict:
     import torch
 
@@ -53,6 +78,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "cpu_steal_share": steal_share_since_start(),
     }
 
 

@@ -17,7 +17,13 @@ PIXEL_STD = 0.25
 
 def images_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W) or (H, W) -> float32 (B, 1, H, W), normalised."""
-    t = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):
+        array = np.ascontiguousarray(images)
+        if not array.flags.writeable:  # a read-only memory map: torch warns about sharing it
+            array = array.copy()
+        t = torch.from_numpy(array)
+    else:
+        t = images
     if t.ndim == 2:
         t = t.unsqueeze(0)
     if t.ndim == 3:
