@@ -169,6 +169,21 @@ def _repeat(src, root: Path, n: int):
     return writer.finalize(index, meta, label_columns=src.label_columns, ground_truth=truth)
 
 
+def alternating_run_parser(doc: str, threads_help: str = "intra-op threads"):
+    """The arguments every alternating-runs benchmark takes: threads, image size, timed
+    steps per run, rounds of alternation, a work folder to reuse, a JSON output path."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help=threads_help)
+    p.add_argument("--size", type=int, default=128, help="corpus image size")
+    p.add_argument("--steps", type=int, default=12, help="timed steps per run")
+    p.add_argument("--rounds", type=int, default=2, help="alternations of the compared runs")
+    p.add_argument("--work", default=None, help="folder for the corpus (kept between runs)")
+    p.add_argument("--json", default=None)
+    return p
+
+
 def bench_inputs(work: str | None, n: int, size: int):
     """(work folder, synthetic corpus of ``n`` pairs at ``size`` px, tokenizer folder), reused
     between runs when ``work`` is given, else in a new temporary folder."""

@@ -15,7 +15,6 @@ communication.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -23,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from engine_common import PRESET, bench_inputs, machine, set_threads, write_json
+from engine_common import PRESET, alternating_run_parser, bench_inputs, machine, set_threads, write_json
 
 
 def _port() -> int:
@@ -59,13 +58,7 @@ def run(world: int, threads: int, base: list[str], out: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2, help="cores: threads of the single process = number of processes")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--work", default=None)
-    p.add_argument("--json", default=None)
+    p = alternating_run_parser(__doc__, "cores: threads of the single process = number of processes")
     args = p.parse_args()
     set_threads(1)  # the parent only orchestrates
     import torch.multiprocessing as mp

@@ -16,13 +16,12 @@ costs:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 
-from engine_common import PRESET, bench_inputs, machine, set_threads, write_json
+from engine_common import PRESET, alternating_run_parser, bench_inputs, machine, set_threads, write_json
 
 
 def read_through_map(self, rows, out=None):
@@ -35,13 +34,7 @@ def read_through_map(self, rows, out=None):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--work", default=None)
-    p.add_argument("--json", default=None)
+    p = alternating_run_parser(__doc__)
     args = p.parse_args()
     set_threads(args.threads)
 
