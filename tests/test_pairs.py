@@ -83,3 +83,44 @@ def test_read_images_does_not_grow_the_resident_set(tmp_path):
         corpus.read_images(np.arange(start, start + 64), out=buf)
     assert buf.min() == 7
     assert rss_file_kib() - before < 2048  # the 8 MiB file did not become resident
+
+
+def test_read_images_survives_copies_and_checks_its_buffer(random_corpus):
+    import copy
+    import pickle
+
+    expected = np.asarray(random_corpus.images[[4, 1]])
+    twin = copy.copy(random_corpus)
+    np.testing.assert_array_equal(twin.read_images(np.array([4, 1])), expected)
+    del twin  # must not close the original's descriptor
+    np.testing.assert_array_equal(random_corpus.read_images(np.array([4, 1])), expected)
+    clone = pickle.loads(pickle.dumps(random_corpus))
+    np.testing.assert_array_equal(clone.read_images(np.array([4, 1])), expected)
+
+    h, w = random_corpus.image_size
+    with pytest.raises(DataError, match="uint8"):
+        random_corpus.read_images(np.array([0, 1]), out=np.empty((2, h, w), dtype=np.float32))
+    with pytest.raises(DataError, match="uint8"):
+        random_corpus.read_images(np.array([0, 1]), out=np.empty((1, h, w), dtype=np.uint8))
+
+
+def test_read_images_of_a_sliced_corpus_reads_the_slice(random_corpus):
+    from dataclasses import replace
+
+    tail = replace(random_corpus, images=random_corpus.images[8:])
+    np.testing.assert_array_equal(tail.read_images(np.array([0, 1])), np.asarray(random_corpus.images[[8, 9]]))
+
+
+def test_token_ids_beyond_uint16_widen_the_table():
+    class Sparse:  # a vocabulary with gaps: few entries, large ids
+        pad_token_id = 0
+
+        def __len__(self):
+            return 10
+
+        def __call__(self, texts, **kw):
+            return {"input_ids": [[1, 70000, 2][: len(t)] for t in texts]}
+
+    table = tokenize_texts(["abc", "a"], Sparse(), max_length=4)
+    assert table.ids.dtype == np.int32
+    assert table.ids[0, :3].tolist() == [1, 70000, 2] and table.lengths.tolist() == [3, 1]

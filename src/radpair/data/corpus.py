@@ -92,7 +92,12 @@ class Corpus:
         truth = None
         if (root / TRUTH_FILE).is_file():
             truth = pd.read_csv(root / TRUTH_FILE)
-        return cls(root, meta, index, images, truth, list(meta.get("label_columns", [])))
+        corpus = cls(root, meta, index, images, truth, list(meta.get("label_columns", [])))
+        # what read_images may pread: this very array, whose rows start after the header
+        corpus._pread_images, corpus._pread_offset = images, int(images.offset)
+        if hasattr(os, "preadv"):  # bind reads to the file opened here, even if it is replaced later
+            corpus._fd, corpus._fd_pid = os.open(root / IMAGES_FILE, os.O_RDONLY), os.getpid()
+        return corpus
 
     def __len__(self) -> int:
         return len(self.index)
@@ -109,20 +114,30 @@ class Corpus:
         resident set, which then grows with the share of the corpus a run has visited.
         ``pread`` into a private buffer leaves those pages in the shared, reclaimable page
         cache, so the resident set stays flat in corpus size. Consecutive rows are read in
-        one call. Falls back to the memory map where ``os.preadv`` does not exist.
+        one call. Falls back to indexing ``images`` where ``os.preadv`` does not exist or
+        ``images`` is no longer the array opened from the file (a slice, a replacement).
         """
         rows = np.asarray(rows, dtype=np.int64)
         h, w = self.image_size
         if out is None:
             out = np.empty((len(rows), h, w), dtype=np.uint8)
+        elif out.dtype != np.uint8 or out.shape != (len(rows), h, w):
+            raise DataError(f"read_images: out must be uint8 {(len(rows), h, w)}, got {out.dtype} {out.shape}")
         if len(rows) == 0:
             return out
         if rows.min() < 0 or rows.max() >= len(self.images):
             raise DataError(f"{self.root / IMAGES_FILE}: rows outside 0..{len(self.images) - 1}")
-        offset = getattr(self.images, "offset", None)
-        if not hasattr(os, "preadv") or offset is None or not out.flags.c_contiguous:
+        direct = (
+            hasattr(os, "preadv")
+            and isinstance(self.images, np.memmap)
+            and getattr(self, "_pread_images", None) is self.images  # not a slice or a replacement
+            and self.images.flags.c_contiguous
+            and out.flags.c_contiguous
+        )
+        if not direct:
             out[:] = self.images[rows]
             return out
+        offset = self._pread_offset
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         if np.any(order != np.arange(len(rows))):
@@ -157,6 +172,11 @@ class Corpus:
             self._fd = os.open(self.root / IMAGES_FILE, os.O_RDONLY)
             self._fd_pid = pid
         return self._fd
+
+    def __getstate__(self) -> dict:
+        # a copy or an unpickled corpus opens its own descriptor: sharing one would let the
+        # first copy to be collected close it under the others
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fd", "_fd_pid")}
 
     def __del__(self) -> None:
         if getattr(self, "_fd_pid", None) == os.getpid():

@@ -70,6 +70,8 @@ def tokenize_texts(
     for start in range(0, len(texts), chunk):
         part = select_report_text(texts[start : start + chunk], policy)
         enc = tokenizer(part, max_length=max_length, truncation=True, padding=False)["input_ids"]
+        if ids.dtype == np.uint16 and max((max(r) for r in enc if r), default=0) > np.iinfo(np.uint16).max:
+            ids = ids.astype(np.int32)  # a vocabulary with gaps: ids beyond its length
         for k, row in enumerate(enc):
             ids[start + k, : len(row)] = row
             lengths[start + k] = len(row)

@@ -31,9 +31,9 @@ PREFIX = "##"
 def count_words(texts: Iterable[str], normalizer, pre_tokenizer) -> Counter:
     """Word frequencies after the tokenizer's own normalisation and pre-tokenisation."""
     words: Counter = Counter()
-    for text, n in Counter(t for t in texts if t).items():  # reports repeat; split each once
-        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
-            words[word] += n
+    for text in texts:  # streamed: only the word counts are kept
+        if text:
+            words.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
     return words
 
 
