@@ -20,18 +20,12 @@ import torch
 from safetensors.torch import load_file
 
 from radpair_train.distributed import first_slurm_host, launch_env
-from radpair_train.testing import make_random_corpus, run_and_record, tiny_overrides
+from radpair_train.testing import corpus_and_tokenizer, run_and_record, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from radpair.text import train_wordpiece_tokenizer
-
-    root = tmp_path_factory.mktemp("ddp")
-    corpus = make_random_corpus(root / "corpus", n=64, size=64, seed=2)
-    tok = root / "tok"
-    train_wordpiece_tokenizer(corpus.index["report"].tolist(), tok, vocab_size=120, min_frequency=1)
-    return corpus.root, tok
+    return corpus_and_tokenizer(tmp_path_factory.mktemp("ddp"), n=64, size=64, seed=2)
 
 
 def _relative_errors(got: dict, want: dict) -> dict[str, float]:

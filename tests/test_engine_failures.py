@@ -13,18 +13,12 @@ from radpair.config import load_config
 from radpair_train.checkpoint import CheckpointManager
 from radpair_train.config import PretrainConfig
 from radpair_train.loop import Trainer, TrainingDiverged
-from radpair_train.testing import make_random_corpus, tiny_overrides
+from radpair_train.testing import corpus_and_tokenizer, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from radpair.text import train_wordpiece_tokenizer
-
-    root = tmp_path_factory.mktemp("failures")
-    corpus = make_random_corpus(root / "corpus", n=64, size=32, seed=3)
-    tok = root / "tok"
-    train_wordpiece_tokenizer(corpus.index["report"].tolist(), tok, vocab_size=120, min_frequency=1)
-    return corpus.root, tok
+    return corpus_and_tokenizer(tmp_path_factory.mktemp("failures"), n=64, size=32, seed=3)
 
 
 def _cfg(data, out, **extra):

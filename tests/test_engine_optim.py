@@ -167,13 +167,11 @@ def test_rng_snapshot_round_trips_through_weights_only_load():
 def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
     """Two micro-batches in one step give the mean of their separate gradients (the
     contrastive negatives of each are its own micro-batch: no gradient cache)."""
-    from radpair.text import train_wordpiece_tokenizer
     from radpair_train.loop import Trainer
-    from radpair_train.testing import make_random_corpus, tiny_overrides
+    from radpair_train.testing import corpus_and_tokenizer, tiny_overrides
 
-    corpus = make_random_corpus(tmp_path / "c", n=32, size=32, seed=4)
-    train_wordpiece_tokenizer(corpus.index["report"].tolist(), tmp_path / "t", vocab_size=100, min_frequency=1)
-    over = tiny_overrides(corpus.root, tmp_path / "t", tmp_path / "run", **{
+    corpus, tok = corpus_and_tokenizer(tmp_path, n=32, size=32, seed=4, vocab_size=100)
+    over = tiny_overrides(corpus, tok, tmp_path / "run", **{
         "train.grad_accumulation": 2, "text_encoder.dropout": 0.0, "optim.grad_clip": None,
         "data.augment.enabled": False, "train.max_steps": 1})
     trainer = Trainer(load_config(PretrainConfig, None, over))
@@ -199,13 +197,11 @@ def test_gradient_accumulation_averages_micro_batch_gradients(tmp_path):
 
 
 def test_bf16_and_channels_last_run_on_cpu(tmp_path):
-    from radpair.text import train_wordpiece_tokenizer
     from radpair_train.loop import Trainer
-    from radpair_train.testing import make_random_corpus, tiny_overrides
+    from radpair_train.testing import corpus_and_tokenizer, tiny_overrides
 
-    corpus = make_random_corpus(tmp_path / "c", n=32, size=32, seed=5)
-    train_wordpiece_tokenizer(corpus.index["report"].tolist(), tmp_path / "t", vocab_size=100, min_frequency=1)
-    over = tiny_overrides(corpus.root, tmp_path / "t", tmp_path / "run", **{
+    corpus, tok = corpus_and_tokenizer(tmp_path, n=32, size=32, seed=5, vocab_size=100)
+    over = tiny_overrides(corpus, tok, tmp_path / "run", **{
         "train.precision": "bf16", "train.channels_last": True, "train.max_steps": 2, "optim.lookahead_steps": 2})
     result = Trainer(load_config(PretrainConfig, None, over)).fit()
     assert result.steps == 2 and math.isfinite(result.final_loss)

@@ -22,20 +22,14 @@ from radpair.config import load_config
 from radpair_train.checkpoint import CheckpointManager
 from radpair_train.config import PretrainConfig
 from radpair_train.loop import Trainer
-from radpair_train.testing import make_random_corpus, tiny_overrides
+from radpair_train.testing import corpus_and_tokenizer, tiny_overrides
 
 STEPS = 24
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from radpair.text import train_wordpiece_tokenizer
-
-    root = tmp_path_factory.mktemp("resume")
-    corpus = make_random_corpus(root / "corpus", n=96, size=64, seed=1)
-    tok = root / "tok"
-    train_wordpiece_tokenizer(corpus.index["report"].tolist(), tok, vocab_size=120, min_frequency=1)
-    return corpus.root, tok
+    return corpus_and_tokenizer(tmp_path_factory.mktemp("resume"), n=96, size=64, seed=1)
 
 
 def _overrides(data, out: Path) -> list[str]:

@@ -58,6 +58,17 @@ def make_random_corpus(root: str | Path, n: int = 128, size: int = 64, seed: int
     return writer.finalize(index, {"source": "radpair_train.testing"}, ground_truth=truth)
 
 
+def corpus_and_tokenizer(root: str | Path, n: int, size: int, seed: int, vocab_size: int = 120) -> tuple[Path, Path]:
+    """A :func:`make_random_corpus` under ``root/corpus`` and a WordPiece tokenizer trained
+    on its reports under ``root/tok``: the inputs of every engine test."""
+    from radpair.text import train_wordpiece_tokenizer
+
+    root = Path(root)
+    corpus = make_random_corpus(root / "corpus", n=n, size=size, seed=seed)
+    train_wordpiece_tokenizer(corpus.index["report"].tolist(), root / "tok", vocab_size=vocab_size, min_frequency=1)
+    return corpus.root, root / "tok"
+
+
 def tiny_overrides(corpus: str | Path, tokenizer: str | Path, out_dir: str | Path, **extra: Any) -> list[str]:
     """Dotted overrides for a seconds-long ConVIRT run (resnet_tiny, 2-layer 32-wide BERT)."""
     base = {
