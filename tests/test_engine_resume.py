@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from radpair.config import load_config
+from radpair.errors import ConfigError
 from radpair_train.checkpoint import CheckpointManager
 from radpair_train.config import PretrainConfig
 from radpair_train.loop import Trainer
@@ -97,3 +98,96 @@ def test_sigkill_at_random_step_then_resume_is_bit_identical(data, tmp_path):
     assert _losses(straight) == _losses(resumed), why
     info = json.loads((resumed / "run_info.json").read_text())
     assert [h["from_step"] for h in info["history"]][0] == 0 and len(info["history"]) == 2
+
+
+# -- resuming with another config --------------------------------------------------------
+
+def _short(data, out: Path, **extra) -> PretrainConfig:
+    return load_config(PretrainConfig, None, tiny_overrides(*data, out, **{
+        "train.max_steps": 4, "train.checkpoint_every": 2, **extra}))
+
+
+def test_resume_with_changed_settings_warns_records_and_applies_them(data, tmp_path, capsys):
+    from radpair_train.optim import lr_factor
+
+    out = tmp_path / "run"
+    Trainer(_short(data, out, **{"optim.lr": 1e-3, "optim.weight_decay": 1e-4})).fit()
+    capsys.readouterr()
+
+    changed = {"optim.lr": 3e-4, "optim.weight_decay": 0.05, "optim.schedule": "linear", "train.max_steps": 8,
+               "train.log_every": 2, "train.progress": False, "train.threads": 1, "data.prefetch": False}
+    cfg = _short(data, out, **changed)
+    probe = Trainer(cfg)
+    probe._resume()
+    assert probe.step == 4
+    assert probe.changed_on_resume == {"optim.lr": (1e-3, 3e-4), "optim.weight_decay": (1e-4, 0.05),
+                                       "optim.schedule": ("cosine", "linear"), "train.max_steps": (4, 8)}
+    # the new values act (torch alone would keep the checkpoint's lr and weight decay)
+    groups = probe.optimizer.param_groups
+    assert probe.scheduler.base_lrs == [3e-4 * g["lr_scale"] for g in groups]
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.05}
+    expected = 3e-4 * lr_factor(cfg.optim, 8)(4)  # the new schedule at the resumed step
+    assert groups[0]["lr"] == pytest.approx(expected) and probe.scheduler.get_last_lr()[0] == pytest.approx(expected)
+    printed = capsys.readouterr().out
+    assert "resuming with changed optim.lr: 0.001 -> 0.0003" in printed
+    assert "resuming with changed optim.schedule: cosine -> linear" in printed
+    assert "resuming with changed train.max_steps: 4 -> 8" in printed
+    assert "the learning-rate schedule now spans 8 steps (was 4)" in printed
+    assert "train.log_every" not in printed and "data.prefetch" not in printed and "train.threads" not in printed
+
+    result = Trainer(cfg).fit(resume=True)
+    assert result.steps == 8
+    info = json.loads((out / "run_info.json").read_text())
+    assert "changed_on_resume" not in info["history"][0]
+    assert info["history"][1]["from_step"] == 4
+    assert info["history"][1]["changed_on_resume"] == {
+        "optim.lr": [1e-3, 3e-4], "optim.weight_decay": [1e-4, 0.05], "optim.schedule": ["cosine", "linear"],
+        "train.max_steps": [4, 8]}
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    for step in (6, 8):  # logged after the step: the rate of the next one
+        assert lrs[step] == pytest.approx(3e-4 * lr_factor(cfg.optim, 8)(step))
+
+
+def test_resume_past_a_shortened_schedule_and_refusals(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer(_short(data, out)).fit()
+
+    # unchanged: nothing reported, nothing re-applied (exact resume stays exact)
+    same = Trainer(_short(data, out, **{"train.log_every": 3}))
+    same._resume()
+    assert same.changed_on_resume == {}
+    capsys.readouterr()
+
+    result = Trainer(_short(data, out, **{"train.max_steps": 2})).fit(resume=True)  # fewer steps than done
+    assert result.steps == 4
+    printed = capsys.readouterr().out
+    assert "resuming with changed train.max_steps: 4 -> 2" in printed and "nothing left to train" in printed
+
+    with pytest.raises(ConfigError, match="optim.name=adamw, this config says sgd"):
+        Trainer(_short(data, out, **{"optim.name": "sgd"})).fit(resume=True)
+    with pytest.raises(ConfigError, match="does not fit this config's parameter groups.*optim.lr_scale"):
+        Trainer(_short(data, out, **{"optim.lr_scale": {"text_encoder": 0.1}})).fit(resume=True)
+    with pytest.raises(ConfigError, match="data order differs"):  # refused as before
+        Trainer(_short(data, out, **{"data.batch_size": 8})).fit(resume=True)
+
+
+def test_config_changes_by_dotted_key():
+    from radpair.config import to_dict
+    from radpair_train.checkpoint import config_changes
+
+    cfg = PretrainConfig()
+    saved = to_dict(cfg)
+    assert config_changes(json.dumps(saved), cfg) == {}
+    assert config_changes(None, cfg) == {}
+    cfg.optim.lr_scale = {"text_encoder": 0.1}  # a dict-valued key is one value
+    cfg.optim.betas = [0.9, 0.98]
+    cfg.train.keep_checkpoints = 9  # ignored
+    cfg.train.out_dir = "elsewhere"  # ignored
+    assert config_changes(saved, cfg) == {"optim.lr_scale": ({}, {"text_encoder": 0.1}),
+                                          "optim.betas": ([0.9, 0.999], [0.9, 0.98])}
+    older = json.loads(json.dumps(saved))
+    del older["data"]["empty_text"]  # a key newer than the checkpoint, at its default: no change
+    del older["optim"]["eps"]
+    cfg2 = PretrainConfig()
+    cfg2.optim.eps = 1e-6
+    assert config_changes(older, cfg2) == {"optim.eps": (None, 1e-6)}

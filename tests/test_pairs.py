@@ -124,3 +124,80 @@ def test_token_ids_beyond_uint16_widen_the_table():
     table = tokenize_texts(["abc", "a"], Sparse(), max_length=4)
     assert table.ids.dtype == np.int32
     assert table.ids[0, :3].tolist() == [1, 70000, 2] and table.lengths.tolist() == [3, 1]
+
+
+def _texts_corpus(root, reports):
+    from radpair.data.corpus import CorpusWriter
+
+    import pandas as pd
+
+    n = len(reports)
+    writer = CorpusWriter(root, n, 8, 8)
+    writer.images[:] = 1
+    index = pd.DataFrame({"image_index": np.arange(n), "image_id": [f"i{k}" for k in range(n)], "patient_id": "p",
+                          "study_id": "s", "view": "PA", "split": "train", "report": reports})
+    truth = pd.DataFrame({"image_id": index["image_id"], "edema": np.arange(n) % 2})
+    return writer.finalize(index, {"source": "test"}, ground_truth=truth)
+
+
+def test_empty_selected_texts_follow_the_policy(tmp_path, tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    reports = ["FINDINGS: Mild pulmonary edema.", "IMPRESSION: No edema.", "FINDINGS: No pulmonary edema.",
+               "", "  \n ", "FINDINGS: Heart size is normal. IMPRESSION: Normal."]
+    corpus = _texts_corpus(tmp_path / "c", reports)
+
+    ds = PairDataset(corpus, tokenizer=tok, text_sections="findings", label_columns=["edema"])  # drop: the default
+    assert ds.dropped["image_id"].tolist() == ["i1", "i3", "i4"]
+    assert ds.dropped["image_index"].tolist() == [1, 3, 4]
+    assert list(ds.dropped.columns) == ["image_id", "image_index", "reason"]
+    assert ds.dropped["reason"].eq("empty text (section policy findings)").all()
+    assert ds.rows["image_id"].tolist() == ["i0", "i2", "i5"] and ds.image_rows.tolist() == [0, 2, 5]
+    assert ds.labels[:, 0].tolist() == [0.0, 0.0, 1.0]  # the labels of the kept rows
+    assert ds.rows_before_drop == 6 and ds.n_empty_text == 3 and len(ds) == 3
+    ref = tokenize_texts([reports[k] for k in (0, 2, 5)], tok, 128, "findings")
+    np.testing.assert_array_equal(ds.tokens.ids, ref.ids)
+    assert ds.get_batch(np.array([0, 2]))["ids"].tolist() == [0, 5]
+
+    # whitespace-only counts as empty under the whole report too
+    assert PairDataset(corpus, tokenizer=tok, text_sections="full").dropped["image_id"].tolist() == ["i3", "i4"]
+
+    keep = PairDataset(corpus, tokenizer=tok, text_sections="findings", empty_text="keep")
+    assert len(keep) == 6 and keep.dropped.empty and keep.n_empty_text == 3
+    assert keep.tokens.lengths[[1, 3, 4]].tolist() == [2, 2, 2]  # [CLS][SEP]
+
+    with pytest.raises(DataError, match=r"3 of 6 'train' rows have an empty text under section policy 'findings'"):
+        PairDataset(corpus, tokenizer=tok, text_sections="findings", empty_text="error")
+    with pytest.raises(DataError, match="empty_text"):
+        PairDataset(corpus, tokenizer=tok, empty_text="skip")
+
+    no_text = PairDataset(corpus, text_sections="findings")  # a method without text
+    assert len(no_text) == 6 and no_text.dropped.empty and no_text.tokens is None
+
+    only_empty = _texts_corpus(tmp_path / "e", ["IMPRESSION: x.", ""])
+    with pytest.raises(DataError, match="every 'train' row has an empty text"):
+        PairDataset(only_empty, tokenizer=tok, text_sections="findings")
+
+
+def test_label_matrix_accepts_binary_and_refuses_other_values():
+    import pandas as pd
+
+    from radpair.data.pairs import label_matrix
+
+    frame = pd.DataFrame({"a": [1, 0, -1, None, 1.0], "b": ["1", "", " ", "0", "-1"]})
+    values, mask = label_matrix(frame, ["a", "b"])
+    assert values.tolist() == [[1, 1], [0, 0], [0, 0], [0, 0], [1, 0]]
+    assert mask.tolist() == [[1, 1], [1, 0], [0, 0], [0, 1], [1, 0]]
+    values, mask = label_matrix(frame, ["a"], uncertain="ones")
+    assert values[:, 0].tolist() == [1, 0, 1, 0, 1] and mask[:, 0].tolist() == [1, 1, 1, 0, 1]
+
+    ordinal = pd.DataFrame({"edema_severity": [0, 1, 2, 3, 2, np.nan]})
+    with pytest.raises(DataError) as exc:
+        label_matrix(ordinal, ["edema_severity"], source="corpus/x (label source 'ground_truth')")
+    assert str(exc.value).startswith(
+        "corpus/x (label source 'ground_truth'): label column 'edema_severity' holds values [2.0, 3.0] (3 of 6 rows); "
+        "a binary loss needs 1, 0, -1 or empty — use a multiclass/ordinal task"
+    )
+    with pytest.raises(DataError, match=r"'finding' holds values \[0.5, 'yes'\]"):
+        label_matrix(pd.DataFrame({"finding": [1, 0.5, "yes", 0]}), ["finding"])
+    with pytest.raises(DataError, match="not found"):
+        label_matrix(ordinal, ["edema"])

@@ -71,3 +71,12 @@ def test_unwritable_out_dir(tmp_path, random_corpus, tokenizer_dir, capsys):
                f"text_encoder.tokenizer={tokenizer_dir}", f"train.out_dir={blocker}/run"])
     assert rc == 2
     assert "not writable" in capsys.readouterr().err
+
+
+def test_bad_empty_text_policy_fails_at_start(tmp_path, capsys):
+    rc = main(["pretrain", "--config", "configs/convirt_cpu.yaml", "data.empty_text=skip",
+               f"train.out_dir={tmp_path}/r"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "data.empty_text" in err and "drop" in err and "keep" in err
+    assert not (tmp_path / "r").exists()

@@ -12,6 +12,10 @@ the new set of complete files, never a half-written file under a real name.
 Reading: ``torch.load(weights_only=True)``, so no arbitrary object is ever unpickled.
 A checkpoint whose size or hash disagrees with its record, or that fails to load
 (truncated, corrupt), is skipped with a warning and the previous one is used.
+
+Resuming with another config: :func:`config_changes` lists, key by dotted key, how the
+config stored in a checkpoint differs from the current one (the trainer warns about each
+and records them in ``run_info.json``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import dataclasses
+from collections.abc import Mapping
+
 import torch
 
+from radpair.config import to_dict
 from radpair.data.corpus import atomic_write_text
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -164,3 +172,83 @@ class CheckpointManager:
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """The newest checkpoint that loads; corrupt ones are reported and skipped."""
         return self.load_latest_with_path(map_location)[0]
+
+
+RESUME_IGNORED_KEYS = frozenset(
+    {
+        "train.out_dir",  # the same run folder may be reached by another path (a moved or remounted disk)
+        "train.progress",
+        "train.log_every",
+        "train.threads",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.dist_timeout_s",
+        "data.prefetch",
+    }
+)
+"""Keys whose change on resume cannot change what is trained (display, logging, checkpoint
+cadence, threads, timeouts, prefetching): :func:`config_changes` leaves them out."""
+
+_MISSING = object()
+
+
+def _leaves(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every field of a config dataclass tree; dict-valued fields
+    (e.g. ``optim.lr_scale``) are one value, not a subtree."""
+    out: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out += _leaves(value, key + ".")
+        else:
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = _MISSING
+            out.append((key, (value, default)))
+    return out
+
+
+def _lookup(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def _plain(value: Any) -> Any:
+    """The JSON form of a config value (tuples become lists, paths strings), as stored."""
+    return json.loads(json.dumps(to_dict(value)))
+
+
+def config_changes(saved: Mapping[str, Any] | str | None, current: Any,
+                   ignore: frozenset[str] = RESUME_IGNORED_KEYS) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (checkpoint value, current value)}`` for every key of the config
+    dataclass ``current`` whose value differs from the one in ``saved`` (the checkpoint's
+    ``config``: a JSON string or a nested mapping), except the keys in ``ignore``.
+
+    A key absent from ``saved`` (added to the config after the checkpoint was written) is a
+    change only when its current value differs from the field's default; keys of ``saved``
+    that no longer exist are not reported (they can no longer be set).
+    """
+    if saved is None:
+        return {}
+    if isinstance(saved, str):
+        saved = json.loads(saved)
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key, (value, default) in _leaves(current):
+        if key in ignore:
+            continue
+        new = _plain(value)
+        old = _lookup(saved, key)
+        if old is _MISSING:
+            if default is _MISSING or _plain(default) != new:
+                changes[key] = (None, new)
+            continue
+        if old != new:
+            changes[key] = (old, new)
+    return changes

@@ -33,6 +33,12 @@ class DataConfig:
     split: str = "train"
     views: list[str] = field(default_factory=list)  # e.g. [PA, AP]; empty keeps every view
     text_sections: str = "full"
+    empty_text: str = "drop"
+    """Rows whose selected text (``text_sections``) is empty or whitespace only (e.g. a
+    report without FINDINGS under ``findings``): ``drop`` them (counted in ``run_info.json``,
+    listed in ``<out_dir>/dropped_rows.csv``), ``keep`` them as ``[CLS][SEP]`` inputs (identical
+    texts are false negatives for a contrastive loss), or ``error``. Methods that read no
+    text are unaffected."""
     batch_size: int = 64
     """Global batch of one optimiser step, summed over processes and accumulation
     micro-batches (so changing the number of GPUs does not change the recipe)."""
@@ -49,6 +55,7 @@ class DataConfig:
     def validate(self) -> None:
         if self.batch_size < 2:
             raise ConfigError("data.batch_size must be at least 2")
+        _choice("data.empty_text", self.empty_text, ("drop", "keep", "error"))
 
 
 @dataclass

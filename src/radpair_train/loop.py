@@ -11,6 +11,11 @@ Data parallelism follows ``torch.distributed``: every process holds a full model
 on its slice of the global batch and averages gradients (DDP). Contrastive methods
 gather embeddings from all processes, so the negatives of a step are the global batch.
 Only the main process (rank 0) logs, checkpoints and exports.
+
+Resuming (``fit(resume=True)``) with another config: a change of the data order (rows,
+global batch, seed, accumulation) is refused; every other changed key is printed as a
+warning and recorded in ``run_info.json`` (see :meth:`Trainer.load_state_dict`), and the
+optimiser and schedule settings of the current config take effect from the resumed step.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 
 from radpair.config import save_config, to_dict
-from radpair.data.corpus import Corpus
+from radpair.data.corpus import Corpus, atomic_write_csv
 from radpair.data.pairs import PairDataset
 from radpair.errors import ConfigError
 from radpair.models import build_method
@@ -36,7 +41,7 @@ from radpair.text import load_tokenizer
 from radpair_train import distributed as D
 from radpair_train import rng
 from radpair_train.batches import BatchPlan, BatchReader
-from radpair_train.checkpoint import CheckpointManager
+from radpair_train.checkpoint import RESUME_IGNORED_KEYS, CheckpointManager, config_changes
 from radpair_train.config import PretrainConfig
 from radpair_train.optim import build_lookahead, build_optimizer, build_scheduler
 from radpair_train.runlog import MetricsLog, progress
@@ -132,7 +137,15 @@ class Trainer:
             label_source=cfg.data.label_source,
             uncertain=cfg.data.uncertain,
             views=cfg.data.views or None,
+            empty_text=cfg.data.empty_text,
         )
+        if self.dist.is_main and len(self.dataset.dropped):
+            print(
+                f"dropped {len(self.dataset.dropped)} of {self.dataset.rows_before_drop} rows whose selected text "
+                f"(policy {cfg.data.text_sections}) is empty (data.empty_text=drop; listed in "
+                f"{self.out_dir / 'dropped_rows.csv'})",
+                flush=True,
+            )
         self.items = np.arange(len(self.dataset))
         if cfg.data.subset_size:
             self.items = _subset(self.dataset, cfg.data.subset_size, cfg.data.subset_seed, cfg.data.subset_repeat)
@@ -169,6 +182,8 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.out_dir / "checkpoints", tc.keep_checkpoints)
         self.last_checkpoint: Path | None = None
         self.step = 0
+        self.changed_on_resume: dict[str, tuple[Any, Any]] | None = None
+        """After a resume from a checkpoint: ``{dotted key: (checkpoint value, current value)}``."""
 
     # -- state ---------------------------------------------------------------------------
     def _position(self) -> dict[str, int]:
@@ -196,12 +211,50 @@ class Trainer:
             "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "rng": rng.capture(),
             "config": json.dumps(to_dict(self.cfg)),
+            "total_steps": self.total_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a checkpoint), under this trainer's config.
+
+        A changed data order is refused (:meth:`_check_position`). Every other key whose
+        value differs from the checkpoint's stored config is printed as a warning
+        ("resuming with changed optim.lr: 0.001 -> 0.0003") and kept in
+        :attr:`changed_on_resume` (``run_info.json`` records it in this launch's history
+        entry), except the keys that cannot change what is trained:
+        ``checkpoint.RESUME_IGNORED_KEYS`` (``train.out_dir``, ``train.progress``,
+        ``train.log_every``, ``train.threads``, ``train.checkpoint_every``,
+        ``train.keep_checkpoints``, ``train.dist_timeout_s``, ``data.prefetch``).
+        ``optim.name`` cannot change (the checkpoint's moments belong to another optimiser).
+
+        When anything changed, the current config's optimiser settings replace the
+        checkpoint's (torch would otherwise keep the checkpoint's ``lr``, ``weight_decay``,
+        betas, ...), and the learning rate of the next step is the current schedule's value
+        at the resumed step: the schedule is a function of (step, total steps), so a changed
+        ``train.epochs``/``train.max_steps``/``optim.*`` continues on the new curve from
+        where the run stands (a longer run's decay is stretched, so the rate may jump up; a
+        run already past its new total trains no further steps).
+        """
         self._check_position(state.get("position"))
+        changes = config_changes(state.get("config"), self.cfg, RESUME_IGNORED_KEYS)
+        if "optim.name" in changes:
+            old, new = changes["optim.name"]
+            raise ConfigError(
+                f"cannot resume: the checkpoint was trained with optim.name={old}, this config says {new}; "
+                "its optimiser state cannot be continued by another optimiser (start a new run in another "
+                "train.out_dir)"
+            )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        fresh_base_lrs = list(self.scheduler.base_lrs)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # another grouping of the parameters (optim.lr_scale, no_decay_norm_and_bias)
+            changed = ", ".join(k for k in changes if k.startswith("optim.")) or "none"
+            raise ConfigError(
+                f"cannot resume: the checkpoint's optimiser state does not fit this config's parameter groups "
+                f"({exc}; changed optim keys: {changed})"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -214,6 +267,45 @@ class Trainer:
         elif "torch_rng" in state:  # first-version checkpoints
             torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        if changes:
+            self._apply_optim_settings(fresh_groups, fresh_base_lrs)
+        self.changed_on_resume = changes
+        if self.dist.is_main:
+            self._report_changes(changes, state.get("total_steps"))
+
+    def _apply_optim_settings(self, groups: list[dict], base_lrs: list[float]) -> None:
+        """Put this config's optimiser hyper-parameters (``groups``, the freshly built
+        optimiser's groups without their parameters) and base rates over the loaded ones,
+        and set each group's rate to the current schedule's value at the resumed step."""
+        for group, fresh in zip(self.optimizer.param_groups, groups):
+            for key, value in fresh.items():
+                if key != "lr":
+                    group[key] = value
+        sched = self.scheduler
+        sched.base_lrs = list(base_lrs)
+        lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        sched._last_lr = list(lrs)
+
+    def _report_changes(self, changes: dict[str, tuple[Any, Any]], saved_total: int | None) -> None:
+        def show(value: Any) -> str:  # as typed in YAML / on the command line
+            if value is None:
+                return "null"
+            return json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
+
+        for key, (old, new) in changes.items():
+            print(f"resuming with changed {key}: {show(old)} -> {show(new)}", flush=True)
+        if saved_total is not None and int(saved_total) != self.total_steps:
+            lr = self.optimizer.param_groups[0]["lr"]
+            print(
+                f"the learning-rate schedule now spans {self.total_steps} steps (was {saved_total}); "
+                f"step {self.step + 1} trains at lr {lr:.6g}",
+                flush=True,
+            )
+        if self.step >= self.total_steps:
+            print(f"the checkpoint's step {self.step} is at or past the {self.total_steps} steps of this config: "
+                  "nothing left to train", flush=True)
 
     def _check_position(self, saved: dict | None) -> None:
         """Refuse to resume into a different data order (it would not be the same run)."""
@@ -451,15 +543,38 @@ class Trainer:
                 history = json.loads(path.read_text()).get("history", [])
             except ValueError:
                 history = []
-        history.append({"started": info["started"], "from_step": start, "git_commit": info["git_commit"],
-                        "hostname": info["hostname"], "world_size": self.dist.world_size})
+        entry = {"started": info["started"], "from_step": start, "git_commit": info["git_commit"],
+                 "hostname": info["hostname"], "world_size": self.dist.world_size}
+        if self.changed_on_resume is not None:
+            entry["changed_on_resume"] = {k: [old, new] for k, (old, new) in self.changed_on_resume.items()}
+        history.append(entry)
         info["history"] = history
+        if self.dataset.tokens is not None:
+            dropped = self.dataset.dropped
+            info["empty_text"] = {
+                "policy": self.cfg.data.empty_text,
+                "text_sections": self.cfg.data.text_sections,
+                "rows": self.dataset.rows_before_drop,
+                "empty": self.dataset.n_empty_text,
+                "dropped": len(dropped),
+                "dropped_examples": dropped["image_id"].head(10).tolist(),
+            }
         info["global_batch"] = self.batch_size
         info["steps_per_epoch"] = self.steps_per_epoch
         info["total_steps"] = self.total_steps
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(info, indent=2))
         tmp.replace(path)
+        self._write_dropped_rows()
+
+    def _write_dropped_rows(self) -> None:
+        """``dropped_rows.csv``: every row left out of training (image_id, image_index, reason);
+        removed when nothing was dropped, so a reused folder holds no stale list."""
+        path = self.out_dir / "dropped_rows.csv"
+        if len(self.dataset.dropped):
+            atomic_write_csv(self.dataset.dropped, path)
+        else:
+            path.unlink(missing_ok=True)
 
     def export(self) -> Path:
         """Write the image encoder (and text encoder, if any) as safetensors."""

@@ -9,6 +9,13 @@ consecutive rows merged), which is far cheaper than per-sample reads through a D
 and keeps the image file's pages out of the process's resident set.
 Batch order comes from :class:`EpochBatches`, a pure function of (seed, epoch, rank), so a
 resumed run sees exactly the batches an uninterrupted one would have seen.
+
+Two checks guard what reaches a loss. A report whose selected sections are empty (the
+``findings`` policy on a report without FINDINGS) would become the same ``[CLS][SEP]`` input
+as every other such report, and identical texts are false negatives for a contrastive
+loss: ``empty_text`` says whether such rows are dropped (the default, listed in
+:attr:`PairDataset.dropped`), kept, or an error. :func:`label_matrix` refuses label values
+other than 1, 0, -1 and empty, so an ordinal column never reaches a binary loss.
 """
 
 from __future__ import annotations
@@ -35,15 +42,25 @@ def select_report_text(texts: list[str], policy: str) -> list[str]:
 TOKENIZE_CHUNK = 4096
 
 
+EMPTY_TEXT_POLICIES = ("drop", "keep", "error")
+
+
 @dataclass
 class TokenTable:
     """Token ids of many texts: (N, max_length) right-padded ids and (N,) int32 lengths.
 
     Ids are uint16 when the vocabulary fits (every BERT vocabulary in use does), else int32.
+    ``empty`` marks the texts whose selected sections are empty or whitespace only (they
+    still hold their special tokens).
     """
 
     ids: np.ndarray
     lengths: np.ndarray
+    empty: np.ndarray | None = None
+
+    def subset(self, keep: np.ndarray) -> "TokenTable":
+        """The rows where boolean ``keep`` is true (a copy)."""
+        return TokenTable(self.ids[keep], self.lengths[keep], None if self.empty is None else self.empty[keep])
 
     def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """int64 ``input_ids`` and ``attention_mask`` of rows ``items``, padded to their longest."""
@@ -67,8 +84,10 @@ def tokenize_texts(
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
     ids = np.full((len(texts), max_length), pad, dtype=dtype)
     lengths = np.zeros(len(texts), dtype=np.int32)
+    empty = np.zeros(len(texts), dtype=bool)
     for start in range(0, len(texts), chunk):
         part = select_report_text(texts[start : start + chunk], policy)
+        empty[start : start + len(part)] = [not t.strip() for t in part]
         enc = tokenizer(part, max_length=max_length, truncation=True, padding=False)["input_ids"]
         if ids.dtype == np.uint16 and max((max(r) for r in enc if r), default=0) > np.iinfo(np.uint16).max:
             ids = ids.astype(np.int32)  # a vocabulary with gaps: ids beyond its length
@@ -76,18 +95,44 @@ def tokenize_texts(
             ids[start + k, : len(row)] = row
             lengths[start + k] = len(row)
         del part, enc
-    return TokenTable(ids, lengths)
+    return TokenTable(ids, lengths, empty)
 
 
-def label_matrix(frame: pd.DataFrame, columns: list[str], uncertain: str = "ignore") -> tuple[np.ndarray, np.ndarray]:
+BINARY_LABEL_VALUES = (1.0, 0.0, -1.0)
+
+
+def label_matrix(
+    frame: pd.DataFrame, columns: list[str], uncertain: str = "ignore", source: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels (N,C) float32 and a mask (N,C) that is 0 where a label is missing.
 
     ``uncertain`` is the CheXpert policy for -1: ``ignore`` (mask it), ``zeros`` or ``ones``.
+    The columns feed a binary loss, so each value must be 1, 0, -1 or empty (NaN, None or
+    a blank string); anything else (an ordinal grade such as ``edema_severity`` 2 or 3, a
+    word) raises :class:`DataError` naming ``source`` (e.g. the corpus and label source),
+    the column and the offending values.
     """
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"label columns {missing} not found (available: {list(frame.columns)})")
-    values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+    where = f"{source}: " if source else ""
+    numeric = []
+    for col in columns:
+        raw = frame[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        blank = raw.isna() | raw.astype(str).str.strip().eq("")
+        bad_text = num.isna() & ~blank  # non-numeric, non-empty
+        bad_num = num.notna() & ~num.isin(BINARY_LABEL_VALUES)
+        if bad_text.any() or bad_num.any():
+            bad = sorted({float(v) for v in num[bad_num]}) + sorted({str(v) for v in raw[bad_text]})
+            shown = bad[:10] + (["..."] if len(bad) > 10 else [])
+            n_rows = int((bad_text | bad_num).sum())
+            raise DataError(
+                f"{where}label column {col!r} holds values {shown} ({n_rows} of {len(raw)} rows); "
+                "a binary loss needs 1, 0, -1 or empty — use a multiclass/ordinal task"
+            )
+        numeric.append(num.to_numpy(dtype=np.float32))
+    values = np.stack(numeric, axis=1) if numeric else np.zeros((len(frame), 0), dtype=np.float32)
     mask = ~np.isnan(values)
     unc = values == -1
     if uncertain == "ignore":
@@ -140,7 +185,14 @@ class EpochBatches:
 
 
 class PairDataset:
-    """The rows of one split of a corpus, ready to be served as training batches."""
+    """The rows of one split of a corpus, ready to be served as training batches.
+
+    With a tokenizer, ``empty_text`` decides what happens to rows whose selected text
+    (``text_sections``) is empty or whitespace only: ``drop`` removes them (they are listed
+    in :attr:`dropped`, with ``image_id``, ``image_index`` and ``reason``), ``keep`` keeps
+    them (they become ``[CLS][SEP]``), ``error`` raises :class:`DataError`. Without a
+    tokenizer (methods that read no text) nothing is dropped.
+    """
 
     def __init__(
         self,
@@ -153,22 +205,59 @@ class PairDataset:
         label_source: str = "ground_truth",
         uncertain: str = "ignore",
         views: list[str] | None = None,
+        empty_text: str = "drop",
     ) -> None:
+        if empty_text not in EMPTY_TEXT_POLICIES:
+            raise DataError(f"unknown empty_text policy {empty_text!r} (valid: {', '.join(EMPTY_TEXT_POLICIES)})")
         self.corpus = corpus
+        self.text_sections = text_sections
+        self.empty_text = empty_text
         rows = corpus.split_index(split)  # keeps the corpus-wide row labels
         if views:
             rows = rows[rows["view"].isin(views)]
             if rows.empty:
                 raise DataError(f"{corpus.root}: no {split!r} rows with views {views}")
-        self.rows = rows.reset_index(drop=True)
-        self.image_rows = self.rows["image_index"].to_numpy(dtype=np.int64)
+        self.rows_before_drop = len(rows)
+        self.n_empty_text = 0
+        self.dropped = pd.DataFrame(
+            {"image_id": pd.Series(dtype=str), "image_index": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=str)}
+        )
         self.tokens: TokenTable | None = None
         if tokenizer is not None:
-            self.tokens = tokenize_texts(self.rows["report"].astype(str), tokenizer, max_length, text_sections)
+            self.tokens = tokenize_texts(rows["report"].astype(str), tokenizer, max_length, text_sections)
+            empty = self.tokens.empty
+            self.n_empty_text = int(empty.sum())
+            if self.n_empty_text and empty_text == "error":
+                examples = rows["image_id"].astype(str)[empty].tolist()[:5]
+                raise DataError(
+                    f"{corpus.root}: {self.n_empty_text} of {len(rows)} {split!r} rows have an empty text under "
+                    f"section policy {text_sections!r} (e.g. image ids {examples}); set data.empty_text=drop to "
+                    "train without them, keep to train on them as empty texts, or choose another data.text_sections"
+                )
+            if self.n_empty_text and empty_text == "drop":
+                gone = rows[empty]
+                self.dropped = pd.DataFrame(
+                    {
+                        "image_id": gone["image_id"].astype(str).to_numpy(),
+                        "image_index": gone["image_index"].to_numpy(dtype=np.int64),
+                        "reason": f"empty text (section policy {text_sections})",
+                    }
+                )
+                rows = rows[~empty]
+                self.tokens = self.tokens.subset(~empty)
+                if rows.empty:
+                    raise DataError(
+                        f"{corpus.root}: every {split!r} row has an empty text under section policy "
+                        f"{text_sections!r}; choose another data.text_sections"
+                    )
+        self.rows = rows.reset_index(drop=True)
+        self.image_rows = self.rows["image_index"].to_numpy(dtype=np.int64)
         self.labels = self.label_mask = None
         if label_columns:
             frame = corpus.labels(label_source).loc[rows.index]
-            self.labels, self.label_mask = label_matrix(frame, label_columns, uncertain)
+            self.labels, self.label_mask = label_matrix(
+                frame, label_columns, uncertain, source=f"{corpus.root} (label source {label_source!r})"
+            )
 
     def __len__(self) -> int:
         return len(self.rows)
