@@ -21,7 +21,9 @@ from radpair.data.synth import (
     render_image,
     sample_anatomy,
 )
-from radpair.data.synth.generate import assign_splits, plan_cohort
+from radpair.data.synth.generate import _image_jobs, assign_splits, plan_cohort
+from radpair.data.synth.overlays import DISTRACTOR_P, SICK_SHARE, distractor_probabilities
+from radpair.data.synth.shortcuts import distractor_rates, planned_truth
 from radpair.data.synth.reports import EDEMA_PHRASES, SECTION_HEADERS
 from radpair.errors import ConfigError
 from radpair_train.cli import main
@@ -258,6 +260,86 @@ def test_pneumothorax_removes_markings_and_conspicuity_zero_hides_findings():
     assert np.abs(hidden.astype(int) - plain.astype(int)).max() <= 2
 
 
+@pytest.mark.parametrize("view", ["PA", "AP", "LATERAL"])
+def test_conspicuity_zero_hides_every_finding_on_every_view(view):
+    """Each finding alone, drawn at conspicuity 0, leaves the film as it is without it
+    (a pneumothorax once still erased the vessel markings beyond its pleural line)."""
+    cases = [Findings(ctr=0.68), Findings(ctr=0.38), Findings(edema_severity=1), Findings(edema_severity=3),
+             Findings(effusion_side="right", effusion_size="large"),
+             Findings(effusion_side="bilateral", effusion_size="small"),
+             Findings(pneumothorax_side="left", pneumothorax_size="large"),
+             Findings(pneumothorax_side="right", pneumothorax_size="small"),
+             Findings(consolidation_lobe="LLL", consolidation_pattern="patchy"),
+             Findings(atelectasis_kind="lobar_RUL"), Findings(atelectasis_kind="bibasilar"),
+             Findings(nodule=Nodule("left", 0.3, -0.3, 25.0))]
+    cfg = SynthConfig(conspicuity=0.0, distractor_rate=0.0)
+    for patient in (0, 1):
+        an = sample_anatomy(np.random.default_rng(patient))
+        plain = render_image(an, Findings(), view, 64, seed=patient, detail_seed=patient, config=cfg).astype(int)
+        for f in cases:
+            img = render_image(an, f, view, 64, seed=patient, detail_seed=patient, config=cfg).astype(int)
+            assert np.abs(img - plain).max() <= 1, (view, patient, f)
+
+
+# --- ECG leads and oxygen tubing: distractors, linked to illness only on request -----------
+
+def test_distractors_follow_illness_only_when_linked():
+    off = distractor_rates(planned_truth(4000, 11))
+    on = distractor_rates(planned_truth(4000, 11, SynthConfig(distractor_illness_link=1.0)))
+    assert off["n_with"] > 400 and off["n_without"] > 1500
+    for name in ("ecg", "tubing", "any"):
+        assert off["rates"][name]["p_value"] > 0.01, (name, off["rates"][name])  # indistinguishable
+        assert on["rates"][name]["p_value"] < 1e-6, (name, on["rates"][name])
+        assert on["rates"][name]["ci95"][0] > 0.05
+    assert on["rates"]["ecg"]["difference"] > 0.15
+    # unlinked, every frontal image gets the prevalence-weighted mean of the linked rates
+    for name, (well, ill) in DISTRACTOR_P.items():
+        flat = well + SICK_SHARE["frontal"] * (ill - well)
+        assert distractor_probabilities(True, 0.0)[name] == distractor_probabilities(False, 0.0)[name] == flat
+        assert distractor_probabilities(True, 1.0)[name] == ill and distractor_probabilities(False, 1.0)[name] == well
+        n = off["n_with"] + off["n_without"]
+        seen_off = (off["rates"][name]["with"] * off["n_with"] + off["rates"][name]["without"] * off["n_without"]) / n
+        seen_on = (on["rates"][name]["with"] * on["n_with"] + on["rates"][name]["without"] * on["n_without"]) / n
+        assert abs(seen_off - flat) < 0.03 and abs(seen_on - seen_off) < 0.04, (name, seen_off, seen_on, flat)
+    half = distractor_probabilities(True, 0.5)["ecg"]
+    assert distractor_probabilities(True, 0.0)["ecg"] < half < distractor_probabilities(True, 1.0)["ecg"]
+
+
+def test_distractor_column_matches_what_is_drawn(corpora):
+    c = corpora[0]
+    raw = pd.read_csv(c.root / "ground_truth.csv")
+    drawn = raw["distractors"].fillna("")
+    assert set(drawn) <= {"", "ecg", "tubing", "ecg;tubing"} and (drawn != "").any() and (drawn == "").any()
+    assert planned_truth(60, 7)["distractors"].tolist() == list(drawn)
+    assert distractor_rates(c.labels("ground_truth"))["n_with"] == int(c.labels("ground_truth").query(
+        "view != 'LATERAL'")["edema"].sum())
+    cfg = SynthConfig()
+    jobs = _image_jobs(plan_cohort(60, 7, cfg), 7, cfg)
+    for j in jobs[:12]:  # render_image alone chooses the same distractors as the corpus
+        img = render_image(j.anatomy, j.findings, j.view, 64, seed=j.seed, detail_seed=j.detail_seed, config=cfg,
+                           sick=j.sick)
+        assert np.array_equal(img, np.asarray(c.images)[j.row]), j.row
+    an = sample_anatomy(np.random.default_rng(0))
+    plain = render_image(an, Findings(), "PA", 64, seed=1, distractors=())
+    assert not np.array_equal(plain, render_image(an, Findings(), "PA", 64, seed=1, distractors=("ecg",)))
+    with pytest.raises(ValueError, match="distractors"):
+        render_image(an, Findings(), "PA", 64, seed=1, distractors=("telemetry",))
+
+
+def test_link_changes_only_the_images_whose_distractors_change(tmp_path):
+    """Same seed with and without the link: common random numbers, so every other pixel
+    of the corpus is the same."""
+    off = generate_corpus(tmp_path / "off", n_images=80, size=64, seed=2, workers=1)
+    on = generate_corpus(tmp_path / "on", n_images=80, size=64, seed=2, workers=1,
+                         config=SynthConfig(distractor_illness_link=1.0))
+    d_off = off.labels("ground_truth")["distractors"].fillna("").to_numpy()
+    d_on = on.labels("ground_truth")["distractors"].fillna("").to_numpy()
+    same_image = np.array([np.array_equal(a, b) for a, b in zip(np.asarray(off.images), np.asarray(on.images))])
+    assert (same_image == (d_off == d_on)).all()
+    assert 0 < (d_off != d_on).sum() < 40
+    assert (off.root / "index.csv").read_bytes() == (on.root / "index.csv").read_bytes()
+
+
 # --- configuration, CLI and errors -----------------------------------------------------------
 
 def test_config_loading_and_presets(tmp_path):
@@ -267,6 +349,9 @@ def test_config_loading_and_presets(tmp_path):
         from_dict(SynthConfig, {"conspicuty": 0.7})
     with pytest.raises(ConfigError, match="report_noise"):
         SynthConfig(report_noise=1.5)
+    with pytest.raises(ConfigError, match="distractor_illness_link"):
+        SynthConfig(distractor_illness_link=1.5)
+    assert all(SynthConfig.preset(d).distractor_illness_link == 0.0 for d in ("easy", "default", "hard"))
     assert SynthConfig.preset("hard").conspicuity < SynthConfig().conspicuity < SynthConfig.preset("easy").conspicuity
     path = tmp_path / "synth.yaml"
     path.write_text("synth:\n  noise: 0.25\n")

@@ -17,7 +17,8 @@ Lower level, for tests and figures: :func:`render_image` draws one image with ex
 Module map: ``config`` (knobs), ``findings`` (truth of a study), ``anatomy`` (patient
 geometry), ``cohort`` (patients/studies/co-occurrence), ``raster`` (drawing
 primitives), ``render`` (the image), ``overlays`` (devices, leads, markers, text),
-``reports`` (the text), ``agreement`` (text vs truth), ``generate`` (orchestration).
+``reports`` (the text), ``agreement`` (text vs truth), ``shortcuts`` (what travels with a
+finding: ECG leads / tubing rates), ``generate`` (orchestration).
 """
 
 from radpair.data.synth.agreement import measure_agreement

@@ -35,6 +35,14 @@ class SynthConfig:
     """Scales patient-to-patient spread of anatomy, exposure and positioning."""
     distractor_rate: float = 1.0
     """Scales the probability of ECG leads, L/R markers, text burn-in and monitoring lines."""
+    distractor_illness_link: float = 0.0
+    """How much ECG leads and oxygen tubing follow illness, 0..1. At 0 (default) they appear
+    at one rate on every image whatever the patient has, so they are pure distractors; at 1
+    they appear far more often on "sick" studies (support devices, edema grade >= 2 or
+    intensive care: ECG 0.55 vs 0.12, tubing 0.30 vs 0.04), as on real wards, which gives a
+    model a shortcut to edema that has nothing to do with the lungs. In between the
+    probabilities are interpolated linearly; the corpus-wide rate stays about the same.
+    See ``radpair.data.synth.overlays.distractor_probabilities``."""
     report_noise: float = 0.08
     """Probability that a drawn finding is omitted, hedged or negated in the report text
     (weighted by how subtle the finding is); mis-grading and false mentions scale with it."""
@@ -63,6 +71,9 @@ class SynthConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"synth config key {name!r}: {value} is not a probability in [0, 1]")
+        if not 0.0 <= self.distractor_illness_link <= 1.0:
+            raise ConfigError(f"synth config key 'distractor_illness_link': {self.distractor_illness_link} "
+                              "is outside [0, 1] (0 = distractors independent of illness, 1 = fully linked)")
         if self.mean_studies_per_patient < 1.0:
             raise ConfigError(f"synth config key 'mean_studies_per_patient': {self.mean_studies_per_patient} < 1")
         if not 1 <= self.max_studies_per_patient <= 50:
@@ -88,6 +99,8 @@ class SynthConfig:
         return to_dict(self)
 
 
+# every preset keeps distractor_illness_link at its default 0: difficulty should come from
+# the signs of the findings, not from a shortcut (set it to 1 to study shortcut learning)
 _PRESETS: dict[str, dict[str, Any]] = {
     "easy": dict(conspicuity=1.8, noise=0.5, anatomy_variation=0.6, distractor_rate=0.4, report_noise=0.03),
     "default": {},

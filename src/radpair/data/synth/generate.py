@@ -29,11 +29,14 @@ from radpair.data.synth.anatomy import Anatomy
 from radpair.data.synth.cohort import STREAM_REPORT, STREAM_SPLIT, PatientPlan, StudyPlan, sample_patient
 from radpair.data.synth.config import DIFFICULTIES, SynthConfig
 from radpair.data.synth.findings import FINDINGS, Findings
-from radpair.data.synth.render import MAX_SIZE, MIN_SIZE, render_image
+from radpair.data.synth.render import MAX_SIZE, MIN_SIZE, image_distractors, is_sick, render_image
 from radpair.data.synth.reports import Report, write_report
 from radpair.errors import ConfigError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+"""1: first release. 2: ECG leads / oxygen tubing drawn from their own streams and, by
+default, independent of illness (``SynthConfig.distractor_illness_link``), listed in the
+``distractors`` column of ``ground_truth.csv``; pneumothorax invisible at conspicuity 0."""
 SPLITS = ("train", "validate", "test")
 ProgressFn = Callable[[int, int], None]
 
@@ -49,6 +52,7 @@ class ImageJob:
     seed: tuple[int, ...]
     detail_seed: tuple[int, ...]
     sick: bool
+    distractors: tuple[str, ...] | None = None  # None: render_image chooses them from the seed
 
 
 def check_output_dir(out_dir: str | Path, n_images: int = 0, size: int = 0) -> Path:
@@ -136,7 +140,7 @@ def _render_chunk(payload: tuple[int, SynthConfig, list[ImageJob]]) -> tuple[int
     out = np.empty((len(jobs), size, size), dtype=np.uint8)
     for i, job in enumerate(jobs):
         out[i] = render_image(job.anatomy, job.findings, job.view, size, seed=job.seed, detail_seed=job.detail_seed,
-                              config=cfg, sick=job.sick)
+                              config=cfg, sick=job.sick, distractors=job.distractors)
     return jobs[0].row, out
 
 
@@ -158,16 +162,19 @@ def _nullable(values: list[int | None]) -> pd.Series:
     return pd.Series(pd.array(values, dtype="Int64"))
 
 
-def _image_jobs(patients: list[PatientPlan], seed: int) -> list[ImageJob]:
-    """One render job per row, in row order (patient, study, image)."""
+def _image_jobs(patients: list[PatientPlan], seed: int, cfg: SynthConfig | None = None) -> list[ImageJob]:
+    """One render job per row, in row order (patient, study, image), with the ECG leads /
+    oxygen tubing each image will show (chosen here so the truth table can list them)."""
+    cfg = cfg if cfg is not None else SynthConfig()
     jobs = []
     for p in patients:
         for st in p.studies:
             f = st.findings
-            sick = bool(f.devices) or f.edema_severity >= 2 or st.setting == "icu"
+            sick = is_sick(f, st.setting)
             for k, view in enumerate(st.views):
-                jobs.append(ImageJob(len(jobs), p.anatomy, f, view, (seed, p.number, 1000 + st.index, 1 + k),
-                                     (seed, p.number, 1000 + st.index), sick))
+                image_seed = (seed, p.number, 1000 + st.index, 1 + k)
+                jobs.append(ImageJob(len(jobs), p.anatomy, f, view, image_seed, (seed, p.number, 1000 + st.index),
+                                     sick, image_distractors(view, cfg, sick, image_seed)))
     return jobs
 
 
@@ -182,8 +189,8 @@ def _write_reports(patients: list[PatientPlan], seed: int, cfg: SynthConfig) -> 
     return reports
 
 
-def _tables(patients: list[PatientPlan], reports: dict[str, Report],
-            splits: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(patients: list[PatientPlan], reports: dict[str, Report], splits: list[str],
+            jobs: list[ImageJob]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The index (with the labels the reports state) and the ground-truth table."""
     idx_rows, gt_rows = [], []
     row = 0
@@ -213,6 +220,9 @@ def _tables(patients: list[PatientPlan], reports: dict[str, Report],
                     "devices": ";".join(f.devices), "setting": st.setting, "prior_study_id": prior_id,
                     "report_style": rep.style, "report_sections": "|".join(rep.sections),
                     "report_headers": "|".join(rep.headers), "report_errors": ";".join(rep.errors),
+                    "distractors": ";".join(jobs[row].distractors),
+                    # demographics, for subgroup metrics (age at the patient's first study)
+                    "sex": "F" if p.female else "M", "age": p.age,
                 })
                 gt_rows.append(gt)
                 row += 1
@@ -245,7 +255,7 @@ def generate_corpus(out_dir: str | Path, n_images: int = 2000, size: int = 128, 
     out = check_output_dir(out_dir, n_images, size)
 
     patients = plan_cohort(n_images, seed, cfg)
-    jobs = _image_jobs(patients, seed)
+    jobs = _image_jobs(patients, seed, cfg)
     writer = CorpusWriter(out, n_images, size, size)
     chunks = [(size, cfg, jobs[i:i + chunk_size]) for i in range(0, len(jobs), chunk_size)]
     bar = None
@@ -267,7 +277,7 @@ def generate_corpus(out_dir: str | Path, n_images: int = 2000, size: int = 128, 
             results = pool.map(_render_chunk, chunks)
         reports = _write_reports(patients, seed, cfg)
         splits = assign_splits(len(patients), seed, cfg.split_fractions)
-        index, truth = _tables(patients, reports, splits)
+        index, truth = _tables(patients, reports, splits, jobs)
         done = 0
         for start, arr in results:
             writer.images[start:start + len(arr)] = arr

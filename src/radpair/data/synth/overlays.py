@@ -2,8 +2,12 @@
 
 Support devices (tubes, lines, pacemakers, chest tubes) are ground truth: sicker
 patients have them, reports describe them, and a model can latch onto them as a shortcut
-for "sick", as happens with real ICU films. ECG leads, oxygen tubing, L/R markers and
-burned-in text are pure distractors whose rate is a difficulty knob.
+for "sick", as happens with real ICU films. ECG leads and oxygen tubing are not in the
+report; how often they appear scales with ``SynthConfig.distractor_rate``, and whether
+that rate depends on illness is ``SynthConfig.distractor_illness_link`` (0 by default:
+pure distractors; 1: several times as frequent on sick studies, a realistic shortcut).
+L/R markers and burned-in text depend only on the view (AP films say "PORTABLE", so
+they travel with the view, which travels with illness).
 
 Device geometry is in patient coordinates (it moves with the patient); markers and text
 are in image coordinates (they are burned onto the detector).
@@ -12,6 +16,7 @@ are in image coordinates (they are burned onto the detector).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -165,11 +170,64 @@ def draw_devices(frame: Frame, density: np.ndarray, anat: Anatomy, devices: tupl
 
 # distractors ------------------------------------------------------------------------------
 
-def draw_distractors(frame: Frame, density: np.ndarray, rng: np.random.Generator, rate: float,
-                     sick: bool, lateral: bool = False) -> None:
-    """ECG electrodes with wires and oxygen/monitoring tubing, drawn in patient space."""
-    p_ecg = min(1.0, (0.55 if sick else 0.12) * rate)
-    if rng.random() < p_ecg:
+DISTRACTORS: tuple[str, ...] = ("ecg", "tubing")
+"""Distractors drawn in patient space, in drawing order (the ``distractors`` column of
+``ground_truth.csv`` joins the drawn ones with ``;``)."""
+DISTRACTOR_P: dict[str, tuple[float, float]] = {"ecg": (0.12, 0.55), "tubing": (0.04, 0.30)}
+"""Probability of each distractor on a frontal image of a (not sick, sick) study when it
+is fully linked to illness (``distractor_illness_link=1``); laterals use half of it."""
+SICK_SHARE: dict[str, float] = {"frontal": 0.49, "lateral": 0.27}
+"""Share of images from sick studies in the default cohort (seeds 0-2, 20,000 images each:
+frontal 0.489, lateral 0.266). With no link to illness every image gets the
+prevalence-weighted mean of the two rates, so the corpus-wide rate stays what the linked
+corpus has: ECG 0.331, tubing 0.167 on frontal images; 0.118, 0.055 on laterals."""
+
+
+def distractor_probabilities(sick: bool, link: float, rate: float = 1.0, lateral: bool = False) -> dict[str, float]:
+    """Probability of each of :data:`DISTRACTORS` on one image.
+
+    ``link`` interpolates linearly between one illness-independent rate (0) and the
+    illness-dependent rates of :data:`DISTRACTOR_P` (1); ``rate`` is
+    ``SynthConfig.distractor_rate``.
+    """
+    share = SICK_SHARE["lateral" if lateral else "frontal"]
+    scale = rate * (0.5 if lateral else 1.0)
+    out = {}
+    for name in DISTRACTORS:
+        well, ill = DISTRACTOR_P[name]
+        flat = well + share * (ill - well)
+        linked = ill if sick else well
+        out[name] = min(1.0, ((1.0 - link) * flat + link * linked) * scale)  # exact at both ends
+    return out
+
+
+def choose_distractors(rng: np.random.Generator, sick: bool, link: float, rate: float = 1.0,
+                       lateral: bool = False) -> tuple[str, ...]:
+    """Which distractors one image shows; one uniform draw per distractor, always both.
+
+    Drawing the same number of values whatever the outcome keeps the stream aligned, so
+    corpora that differ only in ``link`` or ``rate`` differ only on the images whose
+    draw falls between the two probabilities (common random numbers).
+    """
+    p = distractor_probabilities(sick, link, rate, lateral)
+    u = rng.random(len(DISTRACTORS))
+    return tuple(name for name, x in zip(DISTRACTORS, u) if x < p[name])
+
+
+def draw_distractors(frame: Frame, density: np.ndarray, drawn: Sequence[str], seed: Sequence[int],
+                     lateral: bool = False) -> None:
+    """Draw the chosen ECG electrodes with wires and oxygen/monitoring tubing (patient space).
+
+    Each kind takes its geometry from its own stream ``[*seed, 15, k]``, so whether the
+    ECG leads are drawn does not move the tubing. ``lateral`` is accepted for symmetry
+    with :func:`draw_devices`; the shapes are the same on both views.
+    """
+    unknown = [d for d in drawn if d not in DISTRACTORS]
+    if unknown:
+        raise ValueError(f"unknown distractors {unknown} (valid: {DISTRACTORS})")
+    seed = tuple(int(v) for v in seed)
+    if "ecg" in drawn:
+        rng = np.random.default_rng([*seed, 15, 0])
         k = int(rng.integers(2, 5))
         cx = rng.uniform(-0.8, 0.8, k)
         cy = rng.uniform(-0.85, 0.6, k)
@@ -182,7 +240,8 @@ def draw_distractors(frame: Frame, density: np.ndarray, rng: np.random.Generator
             ctrl = [(cx[i], cy[i]), (cx[i] + rng.uniform(-0.3, 0.3), cy[i] + rng.uniform(-0.3, 0.3)),
                     (ex, float(rng.uniform(-1.0, 1.0)))]
             frame.polyline(catmull_rom(ctrl, 5), 0.22, 0.008)
-    if rng.random() < min(1.0, (0.3 if sick else 0.04) * rate):
+    if "tubing" in drawn:
+        rng = np.random.default_rng([*seed, 15, 1])
         y0 = float(rng.uniform(-0.9, 0.3))
         ctrl = [(-1.15, y0), (-0.4, y0 + rng.uniform(-0.3, 0.3)), (0.3, y0 + rng.uniform(-0.3, 0.4)),
                 (1.15, float(rng.uniform(-1, 1)))]
@@ -211,4 +270,5 @@ def burn_annotations(image: np.ndarray, rng: np.random.Generator, view: str, rat
         stamp_text(image, f"{hh:02d}:{mm:02d}", 0.55, 0.86, 0.055, value)
 
 
-__all__ = ["FONT", "text_bitmap", "stamp_text", "draw_devices", "draw_distractors", "burn_annotations"]
+__all__ = ["FONT", "text_bitmap", "stamp_text", "draw_devices", "draw_distractors", "burn_annotations", "DISTRACTORS",
+           "DISTRACTOR_P", "SICK_SHARE", "distractor_probabilities", "choose_distractors"]

@@ -9,13 +9,16 @@ radiographic sign and its strength is multiplied by ``SynthConfig.conspicuity``.
 Randomness comes from two streams: the study's *detail* stream (tube positions, patch
 textures; identical for every image of the study) and the image's *noise* stream
 (positioning, exposure, quantum mottle). Neither depends on the image size except the
-per-pixel noise draw, which comes last.
+per-pixel noise draw, which comes last. Which ECG leads / oxygen tubing an image shows,
+and their shapes, come from streams of their own (see :func:`image_distractors`), so
+changing how often they appear changes nothing else on the film.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 
@@ -29,7 +32,7 @@ from radpair.data.synth.anatomy import (
 )
 from radpair.data.synth.config import SynthConfig
 from radpair.data.synth.findings import CTR_LIMIT, LOBE_SIDE, Findings, side_sign, sides_of
-from radpair.data.synth.overlays import burn_annotations, draw_devices, draw_distractors
+from radpair.data.synth.overlays import burn_annotations, choose_distractors, draw_devices, draw_distractors
 from radpair.data.synth.raster import (
     F32,
     Frame,
@@ -134,7 +137,7 @@ def _blend(D: np.ndarray, alpha: np.ndarray, target: float) -> np.ndarray:
 
 def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, cfg: SynthConfig,
              detail: np.random.Generator, noise: np.random.Generator, pixel_rng: np.random.Generator,
-             sick: bool) -> np.ndarray:
+             distractors: tuple[str, ...], seed: tuple[int, ...]) -> np.ndarray:
     c = float(cfg.conspicuity)
     ap = view == "AP"
     fr = Frame(size, acq.dx, acq.dy, acq.rotation, acq.scale * (1.03 if ap else 1.0))
@@ -292,7 +295,10 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
     gain = an.vessel_density * (1.0 + (0.2 * c if sev >= 1 else 0.0)) / blur ** 0.5 * fr.scale
     fr.splat_points(pts, wts * np.where(upper, gain * upper_w, gain), sig, layer="vessels")
     ves = fr.flush_lines("vessels")
-    vmask = lung_all if collapsed is None else lung_all - lungs[f.pneumothorax_side].lung * (one - collapsed)
+    # no markings beyond the pleural line; scaled by conspicuity like every other sign (at 0
+    # the pneumothorax must be invisible: before generator version 2 the markings still went)
+    vmask = lung_all if collapsed is None else \
+        lung_all - F32(min(1.0, c)) * lungs[f.pneumothorax_side].lung * (one - collapsed)
     D += ves * (F32(0.25) + F32(0.75) * vmask) * body
 
     for sd, lg in lungs.items():
@@ -457,7 +463,7 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
     # --- devices and distractors -------------------------------------------------------------
     dens_dev = np.zeros_like(D)
     draw_devices(fr, dens_dev, an, f.devices, detail, carina_y)
-    draw_distractors(fr, dens_dev, noise, cfg.distractor_rate, sick)
+    draw_distractors(fr, dens_dev, distractors, seed)
     D += dens_dev + fr.flush_lines()
     return _expose(D, acq, view, size, cfg, noise, pixel_rng)
 
@@ -468,7 +474,7 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
 
 def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthConfig,
              detail: np.random.Generator, noise: np.random.Generator, pixel_rng: np.random.Generator,
-             sick: bool) -> np.ndarray:
+             distractors: tuple[str, ...], seed: tuple[int, ...]) -> np.ndarray:
     """A cruder left-lateral view: anterior to the image left, posterior to the right.
 
     Both lungs superimpose; the heart sits anteriorly on the diaphragm, the spine
@@ -561,7 +567,7 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
         D = _blend(D, F32(min(1.0, 0.9 * c)) * fluid, tissue)
     dens_dev = np.zeros_like(D)
     draw_devices(fr, dens_dev, an, f.devices, detail, -0.15, lateral=True)
-    draw_distractors(fr, dens_dev, noise, cfg.distractor_rate * 0.5, sick, lateral=True)
+    draw_distractors(fr, dens_dev, distractors, seed, lateral=True)
     D += dens_dev + fr.flush_lines()
     return _expose(D, acq, "LATERAL", size, cfg, noise, pixel_rng)
 
@@ -591,33 +597,62 @@ def _expose(D: np.ndarray, acq: Acquisition, view: str, size: int, cfg: SynthCon
     return clip(img * F32(255.0) + F32(0.5), 0, 255).astype(np.uint8)
 
 
+def _seed_tuple(seed: int | Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(v) for v in seed) if isinstance(seed, (tuple, list)) else (int(seed),)
+
+
+def is_sick(findings: Findings, setting_or_view: str) -> bool:
+    """The study state that ECG leads and oxygen tubing follow when they are linked to
+    illness: support devices, edema grade >= 2, or intensive care (``"icu"``; without a
+    care setting, a portable ``"AP"`` film stands in for it)."""
+    return bool(findings.devices) or findings.edema_severity >= 2 or setting_or_view in ("icu", "AP")
+
+
+def image_distractors(view: str, config: SynthConfig | None = None, sick: bool = False,
+                      seed: int | Sequence[int] = 0) -> tuple[str, ...]:
+    """The ECG leads / oxygen tubing that :func:`render_image` draws on the image with this
+    ``seed`` (drawn from the image's stream ``[*seed, 14]``; see
+    :func:`radpair.data.synth.overlays.distractor_probabilities` for the rates)."""
+    cfg = config or SynthConfig()
+    rng = np.random.default_rng([*_seed_tuple(seed), 14])
+    return choose_distractors(rng, sick, cfg.distractor_illness_link, cfg.distractor_rate, lateral=view == "LATERAL")
+
+
 def render_image(anatomy: Anatomy, findings: Findings, view: str = "PA", size: int = 128, *,
                  seed: int | tuple[int, ...] = 0, detail_seed: int | tuple[int, ...] | None = None,
                  config: SynthConfig | None = None, acquisition: Acquisition | None = None,
-                 sick: bool | None = None) -> np.ndarray:
+                 sick: bool | None = None, distractors: Sequence[str] | None = None) -> np.ndarray:
     """Render one image (uint8, ``size`` x ``size``) with exactly the given findings.
 
     ``detail_seed`` fixes the study-level drawing choices (tube tips, patch textures) and
     ``seed`` the image-level ones (positioning, exposure, noise); pass the same values
     with and without a finding to see what that finding alone changes. ``acquisition``
     overrides the drawn positioning/exposure (e.g. ``Acquisition()`` for a centred film).
+    ``distractors`` overrides which ECG leads / oxygen tubing are drawn (names from
+    ``overlays.DISTRACTORS``); by default :func:`image_distractors` chooses them, using
+    ``sick`` (default: :func:`is_sick` with the view) only when
+    ``config.distractor_illness_link`` is above 0.
     """
     _check_size(size)
     if view not in ("PA", "AP", "LATERAL"):
         raise ValueError(f"unknown view {view!r} (valid: PA, AP, LATERAL)")
     cfg = config or SynthConfig()
-    seed_t = tuple(seed) if isinstance(seed, (tuple, list)) else (int(seed),)
-    det_t = seed_t if detail_seed is None else (tuple(detail_seed) if isinstance(detail_seed, (tuple, list))
-                                                else (int(detail_seed),))
+    seed_t = _seed_tuple(seed)
+    det_t = seed_t if detail_seed is None else _seed_tuple(detail_seed)
     detail = np.random.default_rng([*det_t, 11])
     noise = np.random.default_rng([*seed_t, 12])
     pixel_rng = np.random.default_rng([*seed_t, 13])
     acq = acquisition if acquisition is not None else sample_acquisition(noise, view, cfg.anatomy_variation)
-    if sick is None:
-        sick = bool(findings.devices) or findings.edema_severity >= 2 or view == "AP"
+    if distractors is None:
+        if sick is None:
+            sick = is_sick(findings, view)
+        drawn = image_distractors(view, cfg, sick, seed_t)
+    else:
+        drawn = tuple(distractors)
     if view == "LATERAL":
-        return _lateral(anatomy, findings, acq, size, cfg, detail, noise, pixel_rng, sick)
-    return _frontal(anatomy, findings, view, acq, size, cfg, detail, noise, pixel_rng, sick)
+        return _lateral(anatomy, findings, acq, size, cfg, detail, noise, pixel_rng, drawn, seed_t)
+    return _frontal(anatomy, findings, view, acq, size, cfg, detail, noise, pixel_rng, drawn, seed_t)
 
 
-__all__ = ["render_image", "MIN_SIZE", "MAX_SIZE", "EFFUSION_LEVEL", "PNEUMOTHORAX_COLLAPSE", "CTR_LIMIT"]
+__all__ = ["render_image", "image_distractors", "is_sick", "MIN_SIZE", "MAX_SIZE", "EFFUSION_LEVEL",
+           "PNEUMOTHORAX_COLLAPSE", "CTR_LIMIT"]
