@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from radpair_train.cli import main
+from radpair_train.demo import StageCache
 
 
 @pytest.mark.slow
@@ -13,24 +14,50 @@ def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--no-progress", "--out", str(out), "n_images=400"]) == 0
     results = json.loads((out / "results.json").read_text())
-    headline = results["headline"]
-    assert {"convirt (linear probe)", "random init (linear probe)", "from scratch (supervised)"} <= set(headline)
-    for row in headline.values():
+    means = results["headline"]["means"]
+    assert set(means) == {"convirt:linear", "convirt:frozen-head", "random:linear", "random:finetune"}
+    for row in means.values():
         assert set(row) >= {"10", "100"}
-        assert all(0.0 <= v <= 1.0 for v in row.values())
+        assert all(v is None or 0.0 <= v <= 1.0 for v in row.values())
+    paired = results["headline"]["paired"]["convirt:linear - random:finetune"]
+    assert {"10", "100"} <= set(paired) and all(p["ci"][0] <= p["mean_diff"] <= p["ci"][1] for p in paired.values())
     assert results["corpus"]["n_images"] == 400
     page = (out / "report.md").read_text()
-    assert "macro" in page.lower()
+    assert "macro" in page.lower() and "random × finetune" in page
     pngs = sorted(p for p in out.rglob("*.png") if "corpus" not in p.parts)
     assert len(pngs) >= 3
     for p in pngs:
         Image.open(p).verify()
     assert (out / "pretrain" / "config.yaml").is_file() and (out / "demo_config.yaml").is_file()
+    assert (out / "transfer" / "manifests").is_dir()
     # A second run resumes from the finished stages instead of redoing them.
     assert main(["demo", "--quick", "--no-progress", "--out", str(out), "n_images=400"]) == 0
     again = json.loads((out / "results.json").read_text())
-    assert "ConVIRT pretraining" not in again["stage_seconds"]
-    assert again["headline"] == headline
+    assert "ConVIRT pretraining" not in again["stage_seconds"] and "synthetic corpus" not in again["stage_seconds"]
+    assert again["headline"] == results["headline"]
+
+
+def test_a_changed_stage_config_is_redone_and_says_why(tmp_path):
+    lines: list[str] = []
+    cache = StageCache(tmp_path, lines.append)
+    stage = tmp_path / "tokenizer"
+    settings = {"vocab_size": 1000}
+    key = cache.key(settings, "corpus-a")
+    assert not cache.fresh("tokenizer", key, settings, [stage])
+    stage.mkdir()
+    (stage / "vocab.txt").write_text("x")
+    cache.done("tokenizer", key, settings)
+    assert StageCache(tmp_path, lines.append).fresh("tokenizer", key, settings, [stage])
+    # a changed setting: the stage is redone, its old output removed, and the log names the key
+    changed = {"vocab_size": 2000}
+    cache = StageCache(tmp_path, lines.append)
+    assert not cache.fresh("tokenizer", cache.key(changed, "corpus-a"), changed, [stage])
+    assert not stage.exists() and any("vocab_size 1000 -> 2000" in line for line in lines)
+    # a changed upstream stage invalidates it too
+    stage.mkdir()
+    cache.done("tokenizer", key, settings)
+    assert not cache.fresh("tokenizer", cache.key(settings, "corpus-b"), settings, [stage])
+    assert any("an earlier stage changed" in line for line in lines)
 
 
 def test_demo_rejects_bad_settings(tmp_path, capsys):

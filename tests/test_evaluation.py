@@ -1,4 +1,4 @@
-"""Tests for radpair.evaluation: metrics, sampling, features, probe, transfer, report page."""
+"""Tests for radpair.evaluation: metrics, sampling, features, probe, run figures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from radpair.errors import DataError
 from radpair.evaluation import (
     ALL,
     FitStatus,
-    LabelEfficiencyResult,
     LabelPolicy,
     LinearProbe,
     ProbeConfig,
@@ -26,7 +25,6 @@ from radpair.evaluation import (
     draw_subset,
     draw_subsets,
     evaluate_classification,
-    label_efficiency,
     subset_indices,
 )
 from radpair.evaluation.features import extract_features
@@ -256,42 +254,6 @@ def test_grouped_folds_keep_patients_together():
     assert (seen == 1).all()
 
 
-# ---- transfer ------------------------------------------------------------------------------
-def test_label_efficiency_end_to_end_and_external_runs():
-    X, Y = _separable(300, 3)
-    Xt, Yt = _separable(120, 4)
-    Y[::17, 1] = NAN
-    noisy = X + np.random.default_rng(5).normal(scale=3.0, size=X.shape)
-    noisy_t = Xt + np.random.default_rng(6).normal(scale=3.0, size=Xt.shape)
-    res = label_efficiency(
-        {"good": (X, Xt), "noisy": (noisy, noisy_t)},
-        Y,
-        Yt,
-        test_groups=np.arange(120) // 2,
-        n_values=(10, 100, ALL),
-        repeats=2,
-        seed=0,
-        train_groups=np.arange(300) // 3,
-        class_names=["a", "b"],
-        n_bootstrap=50,
-    )
-    assert len(res.runs) == 2 * (2 + 2 + 1)
-    good, noisy_s = res.summary("good", ALL), res.summary("noisy", ALL)
-    assert good.macro_mean > 0.95 and good.macro_mean > noisy_s.macro_mean
-    assert res.summary("good", 10).n_repeats == 2
-    # same subsets for every encoder: paired comparison
-    assert [r.subset_seed for r in res.runs_for("good", 10)] == [r.subset_seed for r in res.runs_for("noisy", 10)]
-    res.add_external("scratch", 100, 0, np.random.default_rng(0).random(Yt.shape))
-    with pytest.raises(DataError, match="already"):
-        res.add_external("scratch", 100, 0, np.random.default_rng(0).random(Yt.shape))
-    assert res.methods == ["good", "noisy", "scratch"]
-    text = json.dumps(res.to_dict(), allow_nan=False)
-    again = LabelEfficiencyResult.from_dict(json.loads(text))
-    assert again.to_dict() == res.to_dict()
-    with pytest.raises(DataError, match="no test labels"):
-        again.add_external("x", 10, 0, np.zeros(Yt.shape))
-
-
 # ---- report page ---------------------------------------------------------------------------
 def _tiny_corpus(root):
     n = 3
@@ -311,71 +273,22 @@ def _tiny_corpus(root):
     return writer.finalize(index, {"source": "test"})
 
 
-def test_report_page_writes_markdown_html_and_valid_pngs(tmp_path):
+def test_run_figures_write_valid_pngs(tmp_path):
     from PIL import Image as PILImage
 
-    from radpair.evaluation.report_page import write_report
+    from radpair.evaluation.run_figures import machine_info, plot_loss_curve, plot_sample_grid, read_loss_log
 
-    rng = np.random.default_rng(0)
-    res = LabelEfficiencyResult.for_test_set(rng.integers(0, 2, (60, 2)), np.arange(60) // 2, ["a", "b"], n_bootstrap=20)
-    for n in (10, 100):
-        for r in range(2):
-            res.add_external("scratch", n, r, rng.random((60, 2)))
     log = tmp_path / "train_log.jsonl"
     lines = [json.dumps({"step": s, "loss": 2.0 / (s + 1), "loss_components": {"i2t": 1.0 / (s + 1)}, "lr": 1e-3}) for s in range(20)]
     log.write_text("\n".join(lines) + '\n{"event": "checkpoint"}\n{"step": 21, "lo')
+    parsed = read_loss_log(log)
+    assert parsed.skipped_lines == 2 and len(parsed.steps) == 20
     corpus = _tiny_corpus(tmp_path / "corpus")
-    files = write_report(
-        tmp_path / "run", result=res, loss_log=log, corpus=corpus, sample_rows=[0, 1, 2], command=["radpair", "probe"]
-    )
-    md = files.markdown.read_text()
-    assert len(files.figures) == 3
-    for fig in files.figures:
-        assert f"figures/{fig.name}" in md
+    figs = [plot_loss_curve(parsed, tmp_path / "loss.png"), plot_sample_grid(corpus, [0, 1, 2], tmp_path / "s.png")]
+    for fig in figs:
         with PILImage.open(fig) as im:
             im.verify()
             assert im.format == "PNG"
-    assert "| scratch | 10 | 2 |" in md and "radpair probe" in md
-    page = files.html.read_text()
-    assert page.count('src="data:image/png;base64,') == 3 and 'src="figures/' not in page
-
-
-def test_corpus_to_report_plumbing(random_corpus, tmp_path):
-    """Corpus -> split rows -> features -> label efficiency -> page, as a command would."""
-    from radpair.evaluation import rows_in_split
-    from radpair.evaluation.report_page import write_report
-
-    corpus = random_corpus
-    labels = corpus.labels("ground_truth")[["edema"]].to_numpy(dtype=float)
-    train, test = rows_in_split(corpus.index["split"], "train"), rows_in_split(corpus.index["split"], "test")
-    image_rows = corpus.index["image_index"].to_numpy()
-    torch.manual_seed(0)
-    enc = _TinyEncoder()
-    feats = extract_features(enc, corpus.images, batch_size=32, indices=image_rows)
-    res = label_efficiency(
-        {"tiny": (feats[train], feats[test])},
-        labels[train],
-        labels[test],
-        corpus.index["patient_id"].to_numpy()[test],
-        n_values=(10, ALL),
-        repeats=2,
-        class_names=["edema"],
-        n_bootstrap=20,
-    )
-    files = write_report(tmp_path / "run", result=res, corpus=corpus, sample_rows=[0, 1], command="radpair probe")
-    assert files.markdown.is_file() and files.html.is_file()
-    assert {r.n for r in res.runs} == {10, ALL}
-
-
-def test_label_efficiency_parallel_equals_serial():
-    from radpair.evaluation import label_efficiency
-
-    rng = np.random.default_rng(3)
-    X = rng.normal(size=(260, 6))
-    y = (X[:, :2] + 0.5 * rng.normal(size=(260, 2)) > 0).astype(float)
-    groups = np.arange(260)
-    args = ({"enc": (X[:200], X[200:])}, y[:200], y[200:], groups[200:])
-    kw = dict(n_values=(20, "all"), repeats=2, seed=0, train_groups=groups[:200], n_bootstrap=50)
-    a = label_efficiency(*args, **kw).to_dict()
-    b = label_efficiency(*args, n_jobs=2, **kw).to_dict()
-    assert a == b
+    with pytest.raises(DataError, match="outside the corpus index"):
+        plot_sample_grid(corpus, [7], tmp_path / "bad.png")
+    assert machine_info().python

@@ -1,37 +1,45 @@
-"""The main job: synthetic corpus -> tokenizer -> ConVIRT pretraining -> few-label transfer.
+"""The main job: synthetic corpus -> tokenizer -> ConVIRT pretraining -> transfer -> results page.
 
-It answers the question all five papers ask, on data anyone can regenerate: does
-supervision from reports make a few-label image model better? Three encoders are compared
-at N labelled images: the ConVIRT-pretrained encoder (frozen, linear probe), the same
-architecture at random initialisation (frozen, linear probe), and the same architecture
-trained from scratch on the N labels (the supervised baseline). Probes and baselines use
-identical few-label subsets, and the test set is scored with patient-level bootstrap CIs.
-Each finished stage leaves its output on disk, so an interrupted demo resumes.
+It asks the question all five papers ask, on data anyone can regenerate: does supervision
+from reports make a few-label image model better? The transfer stage is the transfer
+protocol (:mod:`radpair.transfer`) with four arms on identical subsets:
+
+* ``convirt:linear``: the pretrained encoder frozen, logistic regression on its features;
+* ``convirt:frozen-head``: the same features, a head trained by gradient descent;
+* ``random:linear``: the random-feature floor;
+* ``random:finetune``: the same network trained from scratch on the labels (the fair
+  baseline: the same grid size and early stopping on validation as every other arm).
+
+Training labels are read from the report text by radpair's labelers; test labels are the
+generator's drawn truth. Every stage's output is keyed on a hash of the settings that
+made it (``stages.json``): a rerun reuses a finished stage, and redoes a stage (and
+everything after it) whose settings changed, saying which keys changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from radpair.config import save_config, to_dict
-from radpair.data.corpus import Corpus
-from radpair.data.tensors import images_to_tensor
+from radpair.data.corpus import Corpus, atomic_write_text
 from radpair.errors import ConfigError
-from radpair.models import ImageEncoderConfig, MethodConfig, TextEncoderConfig, build_image_encoder
-from radpair.models.export import load_image_encoder
+from radpair.models import ImageEncoderConfig, MethodConfig, TextEncoderConfig
+from radpair.transfer import TransferConfig
 from radpair_train.config import DataConfig, OptimConfig, PretrainConfig, TrainConfig
 from radpair_train.loop import Trainer, check_output_dir
 
-FRONTAL_VIEWS = ["PA", "AP"]
+HEADLINE_PAIRS = [("convirt:linear", "random:finetune"), ("convirt:linear", "random:linear")]
 
 
 def _default_pretrain() -> PretrainConfig:
@@ -52,6 +60,17 @@ def _default_pretrain() -> PretrainConfig:
     )
 
 
+def _default_transfer() -> TransferConfig:
+    cfg = TransferConfig(
+        task="findings7",
+        arms=["convirt:linear", "convirt:frozen-head", "random:linear", "random:finetune"],
+        n=["10", "100", "1000", "all"],
+        repeats=3,
+        workers=2,
+    )
+    return cfg
+
+
 @dataclass
 class DemoConfig:
     """Everything the demo does, in one typed tree (override with key=value)."""
@@ -62,41 +81,90 @@ class DemoConfig:
     workers: int = 2
     difficulty: str = "default"
     vocab_size: int = 3000
-    labels: list[str] = field(default_factory=list)  # empty: every synthetic finding
-    n_values: list[str] = field(default_factory=lambda: ["10", "100", "1000", "all"])
-    probe_repeats: int = 5
-    probe_c_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0])
-    probe_cv_folds: int = 3
-    scratch_repeats: int = 5  # repeats of the from-scratch baseline for N <= 100 (one above)
-    scratch_epochs: int = 30  # passes over the labelled subset, bounded by the two below
-    scratch_min_steps: int = 150
-    scratch_max_steps: int = 1500
-    scratch_lr: float = 1e-3
-    eval_seed: int = 0
     threads: int | None = None
     pretrain: PretrainConfig = field(default_factory=_default_pretrain)
+    transfer: TransferConfig = field(default_factory=_default_transfer)
+    """The transfer study; ``encoders`` are filled in by the demo (convirt, random)."""
 
 
 def quick_config() -> DemoConfig:
-    """A two-minute version for tests and first contact; its numbers mean little."""
-    cfg = DemoConfig(n_images=600, image_size=64, vocab_size=1000, n_values=["10", "100", "all"], probe_repeats=2,
-                     scratch_repeats=1, scratch_epochs=10, scratch_min_steps=20, scratch_max_steps=60)
+    """A short version for tests and first contact; its numbers mean little."""
+    cfg = DemoConfig(n_images=600, image_size=64, vocab_size=1000)
     cfg.pretrain.train = replace(cfg.pretrain.train, epochs=2, max_steps=40, checkpoint_every=40)
     cfg.pretrain.data = replace(cfg.pretrain.data, batch_size=32)
     cfg.pretrain.text_encoder = replace(cfg.pretrain.text_encoder, hidden_size=64, intermediate_size=128, max_length=64)
+    t = cfg.transfer
+    t.n, t.repeats, t.n_bootstrap, t.workers = ["10", "100", "all"], 2, 200, 1
+    # every arm keeps a grid of the same size (two settings) in the quick run too
+    t.linear.c_grid = [1e-2, 1.0]
+    t.frozen_head.lr, t.frozen_head.weight_decay, t.frozen_head.max_epochs = [1e-3, 1e-2], [1e-4], 60
+    t.finetune.lr, t.finetune.weight_decay = [1e-3, 3e-3], [1e-4]
+    t.finetune.max_steps, t.finetune.min_steps, t.finetune.eval_every, t.finetune.patience = 40, 10, 10, 3
     return cfg
 
 
-def _n_value(text: str) -> int | str:
-    if text == "all":
-        return "all"
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"n_values entries must be integers or 'all', got {text!r}") from None
-    if value < 2:
-        raise ConfigError(f"n_values entries must be at least 2, got {value}")
-    return value
+# ---- stage cache --------------------------------------------------------------------------------
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+class StageCache:
+    """``stages.json``: for every finished stage, a hash of the settings that made it.
+
+    A stage whose settings (or whose upstream stage) changed is redone, and its old output
+    removed first, so results never mix stages made with different settings.
+    """
+
+    def __init__(self, out: Path, log: Callable[[str], None]) -> None:
+        self.path = out / "stages.json"
+        self.log = log
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except ValueError:
+            self.data = {}
+
+    @staticmethod
+    def key(settings: dict[str, Any], upstream: str = "") -> str:
+        blob = json.dumps({"settings": settings, "upstream": upstream}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def fresh(self, name: str, key: str, settings: dict[str, Any], outputs: list[Path]) -> bool:
+        """True when ``name`` finished with these settings; else clears its outputs."""
+        old = self.data.get(name)
+        present = all(p.exists() for p in outputs)
+        if old and old.get("key") == key and present:
+            return True
+        if present or any(p.exists() for p in outputs):
+            if old is None:
+                why = "made by an older radpair or another command (no stage record)"
+            elif old.get("key") != key:
+                before, now = _flatten(old.get("settings", {})), _flatten(settings)
+                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+                why = ("changed: " + ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
+                       if changed else "an earlier stage changed")
+            else:
+                why = "its output is incomplete"
+            self.log(f"[radpair demo] redoing stage {name!r}: {why}")
+            for p in outputs:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        self.data.pop(name, None)
+        self._save()
+        return False
+
+    def done(self, name: str, key: str, settings: dict[str, Any]) -> None:
+        self.data[name] = {"key": key, "settings": settings, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self._save()
+
+    def _save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
 
 class _Stages:
@@ -115,56 +183,52 @@ class _Stages:
         return out
 
 
-def _corpus(cfg: DemoConfig, root: Path) -> Corpus:
-    from radpair.data.synth import SynthConfig, generate_corpus
-
-    if (root / "meta.json").is_file():
-        corpus = Corpus.open(root)
-        gen = corpus.meta.get("generator", {})
-        if corpus.meta.get("n_images") == cfg.n_images and list(corpus.image_size) == [cfg.image_size] * 2 and gen.get(
-            "seed", cfg.seed
-        ) == cfg.seed:
-            return corpus  # finished by an earlier, interrupted demo
-    synth_cfg = SynthConfig.preset(cfg.difficulty) if hasattr(SynthConfig, "preset") else SynthConfig()
-    return generate_corpus(root, n_images=cfg.n_images, size=cfg.image_size, seed=cfg.seed, workers=cfg.workers,
-                           config=synth_cfg)
-
-
-def _tokenizer(cfg: DemoConfig, corpus: Corpus, out: Path):
-    from radpair.text import load_tokenizer, train_wordpiece_tokenizer
-
-    if (out / "tokenizer.json").is_file():
-        return load_tokenizer(out)
-    texts = corpus.split_index("train")["report"].astype(str).tolist()
-    return train_wordpiece_tokenizer(texts, out, vocab_size=cfg.vocab_size)
-
-
-def _predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = images_to_tensor(images[start : start + batch_size])
-            out.append(torch.sigmoid(model.logits(x)).numpy())
-    return np.concatenate(out)
+def _pretrain_settings(cfg: PretrainConfig) -> dict[str, Any]:
+    d = to_dict(cfg)
+    d["data"].pop("corpus", None)
+    d["text_encoder"].pop("tokenizer", None)
+    for k in ("out_dir", "progress", "log_every", "checkpoint_every", "keep_checkpoints", "threads"):
+        d["train"].pop(k, None)
+    d["data"].pop("prefetch", None)
+    return d
 
 
 def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    from radpair.data.synth import FINDINGS
-    from radpair.evaluation import ProbeConfig, extract_features, label_efficiency
-    from radpair.evaluation.report_page import write_report
+    from radpair.data.synth import SynthConfig, generate_corpus
+    from radpair.data.synth.generate import GENERATOR_VERSION
+    from radpair.evaluation.transfer_page import write_transfer_report
+    from radpair.text import load_tokenizer, train_wordpiece_tokenizer
+    from radpair.transfer import run_transfer
 
     out = check_output_dir(out_dir)
-    n_values = [_n_value(v) for v in cfg.n_values]
-    labels = list(cfg.labels or FINDINGS)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     save_config(cfg, out / "demo_config.yaml")
     stages = _Stages(log)
+    cache = StageCache(out, log)
     t_start = time.perf_counter()
 
-    corpus = stages.run("synthetic corpus", lambda: _corpus(cfg, out / "corpus"))
-    tokenizer = stages.run("tokenizer", lambda: _tokenizer(cfg, corpus, out / "tokenizer"))
+    synth_cfg = SynthConfig.preset(cfg.difficulty)
+    corpus_settings = {"seed": cfg.seed, "n_images": cfg.n_images, "image_size": cfg.image_size,
+                       "difficulty": cfg.difficulty, "synth": to_dict(synth_cfg), "generator_version": GENERATOR_VERSION}
+    corpus_key = cache.key(corpus_settings)
+    if cache.fresh("corpus", corpus_key, corpus_settings, [out / "corpus"]):
+        corpus = Corpus.open(out / "corpus")
+    else:
+        corpus = stages.run("synthetic corpus", lambda: generate_corpus(
+            out / "corpus", n_images=cfg.n_images, size=cfg.image_size, seed=cfg.seed, workers=cfg.workers,
+            config=synth_cfg))
+        cache.done("corpus", corpus_key, corpus_settings)
+
+    tok_settings = {"vocab_size": cfg.vocab_size}
+    tok_key = cache.key(tok_settings, corpus_key)
+    if cache.fresh("tokenizer", tok_key, tok_settings, [out / "tokenizer"]):
+        tokenizer = load_tokenizer(out / "tokenizer")
+    else:
+        texts = corpus.split_index("train")["report"].astype(str).tolist()
+        tokenizer = stages.run("tokenizer", lambda: train_wordpiece_tokenizer(texts, out / "tokenizer",
+                                                                               vocab_size=cfg.vocab_size))
+        cache.done("tokenizer", tok_key, tok_settings)
 
     pre_cfg = cfg.pretrain
     pre_cfg.data.corpus = str(corpus.root)
@@ -172,113 +236,112 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     pre_cfg.train.out_dir = str(out / "pretrain")
     pre_cfg.train.seed = cfg.seed
     pre_cfg.train.progress = progress
-    if not (out / "pretrain" / "image_encoder.safetensors").is_file():
+    pre_settings = _pretrain_settings(pre_cfg)
+    pre_key = cache.key(pre_settings, tok_key)
+    encoder_file = out / "pretrain" / "image_encoder.safetensors"
+    if not cache.fresh("pretrain", pre_key, pre_settings, [out / "pretrain"]) or not encoder_file.is_file():
         stages.run("ConVIRT pretraining", lambda: Trainer(pre_cfg, tokenizer=tokenizer).fit(resume=True))
+        cache.done("pretrain", pre_key, pre_settings)
 
-    # Evaluation rows: frontal views of the train split (label pool) and the test split.
-    index = corpus.index
-    frontal = index["view"].isin(FRONTAL_VIEWS).to_numpy()
-    train_rows = np.flatnonzero((index["split"] == "train").to_numpy() & frontal)
-    test_rows = np.flatnonzero((index["split"] == "test").to_numpy() & frontal)
-    truth = corpus.labels("ground_truth")[labels].to_numpy(dtype=float)
-    image_rows = index["image_index"].to_numpy()
-    groups = index["patient_id"].astype(str).to_numpy()
+    tcfg = cfg.transfer
+    tcfg.encoders = [f"convirt={encoder_file}", "random"]
+    tcfg.arch = pre_cfg.image_encoder.name
+    tcfg.seed = cfg.seed
+    t_settings = to_dict(tcfg)
+    t_key = cache.key(t_settings, pre_key)
+    # cells carry their own fingerprints, so a changed transfer setting reruns only what it affects
+    cache.fresh("transfer", t_key, t_settings, [])
+    result = stages.run("transfer (every arm, budget and repeat)",
+                        lambda: run_transfer(tcfg, corpus, out / "transfer", log=log, progress=progress))
+    cache.done("transfer", t_key, t_settings)
 
-    def features():
-        encoders = {
-            "convirt (linear probe)": load_image_encoder(out / "pretrain" / "image_encoder.safetensors"),
-        }
-        torch.manual_seed(cfg.seed)
-        encoders["random init (linear probe)"] = build_image_encoder(pre_cfg.image_encoder)
-        feats = {}
-        for name, enc in encoders.items():
-            f_train = extract_features(enc, corpus.images, indices=image_rows[train_rows])
-            f_test = extract_features(enc, corpus.images, indices=image_rows[test_rows])
-            feats[name] = (f_train, f_test)
-        return feats
-
-    feats = stages.run("frozen features", features)
-    result = stages.run(
-        "linear probes",
-        lambda: label_efficiency(
-            feats, truth[train_rows], truth[test_rows], groups[test_rows], n_values=n_values,
-            repeats=cfg.probe_repeats, seed=cfg.eval_seed, train_groups=groups[train_rows], class_names=labels,
-            probe_config=ProbeConfig(c_grid=tuple(cfg.probe_c_grid), cv_folds=cfg.probe_cv_folds, seed=cfg.eval_seed),
-            n_jobs=max(1, cfg.workers),
-        ),
-    )
-
-    def scratch():
-        for n in n_values:
-            repeats = cfg.scratch_repeats if n != "all" and int(n) <= 100 else 1
-            for r in range(repeats):
-                run_dir = out / "scratch" / f"n{n}-r{r}"
-                size = None if n == "all" else int(n)
-                n_items = size or len(train_rows)
-                batch = min(32, n_items)
-                steps = int(np.clip(cfg.scratch_epochs * n_items // batch, cfg.scratch_min_steps, cfg.scratch_max_steps))
-                sup = PretrainConfig(
-                    data=DataConfig(corpus=str(corpus.root), views=FRONTAL_VIEWS, batch_size=batch, subset_size=size,
-                                    subset_seed=cfg.eval_seed, subset_repeat=r, augment=pre_cfg.data.augment),
-                    image_encoder=pre_cfg.image_encoder,
-                    method=MethodConfig(name="supervised", labels=labels),
-                    optim=OptimConfig(name="adamw", lr=cfg.scratch_lr, weight_decay=1e-4, warmup_steps=min(50, steps // 5)),
-                    train=TrainConfig(out_dir=str(run_dir), seed=cfg.seed + r, max_steps=steps, log_every=max(1, steps // 20),
-                                      checkpoint_every=steps, keep_checkpoints=1, progress=False),
-                )
-                trainer = Trainer(sup)
-                if not (run_dir / "image_encoder.safetensors").is_file():
-                    trainer.fit(resume=True)
-                else:
-                    state = trainer.checkpoints.load_latest()
-                    trainer.load_state_dict(state)
-                probs = _predict(trainer.model, corpus.images[image_rows[test_rows]])
-                result.add_external("from scratch (supervised)", n, r, probs, n_labelled=len(trainer.items))
-                log(f"[radpair demo]   from scratch N={n} repeat {r}: {steps} steps")
-
-    stages.run("from-scratch baselines", scratch)
-
-    summary = _headline(result, n_values)
+    headline = _headline(result)
+    command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "radpair demo"
+    notes = _notes(result, headline)
+    extra = _extra_figures(out, corpus, cfg.seed)
+    pages = write_transfer_report(out, result, title="radpair demo: report-supervised pretraining on the synthetic corpus",
+                                  notes=notes, highlight=HEADLINE_PAIRS, extra_markdown=extra)
     results = {
-        "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "radpair demo",
+        "command": command,
         "config": to_dict(cfg),
         "corpus": {"root": str(corpus.root), "n_images": len(corpus), "image_size": list(corpus.image_size),
-                   "report_agreement": corpus.meta.get("report_agreement")},
-        "labels": labels,
-        "headline": summary,
-        "label_efficiency": result.to_dict(),
+                   "seed": cfg.seed, "report_agreement": corpus.meta.get("report_agreement")},
+        "task": result.task.get("name"),
+        "headline": headline,
+        "transfer_results": str(out / "transfer" / "results.json"),
         "stage_seconds": stages.times,
+        "stage_keys": {k: v.get("key") for k, v in cache.data.items()},
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    rng = np.random.default_rng(cfg.seed)
-    sample_rows = sorted(rng.choice(len(index), size=min(8, len(index)), replace=False).tolist())
-    write_report(
-        out, result=result, loss_log=out / "pretrain" / "metrics.jsonl", corpus=corpus, sample_rows=sample_rows,
-        command=results["command"], title="radpair demo: report-supervised pretraining on the synthetic corpus",
-        notes=_notes(summary),
-    )
-    log(f"[radpair demo] finished in {results['total_seconds']:.0f}s; results page: {out / 'report.md'}")
-    for line in _notes(summary):
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float))
+    log(f"[radpair demo] finished in {results['total_seconds']:.0f}s; results page: {pages.get('markdown', out / 'report.md')}")
+    for line in notes:
         log(f"[radpair demo] {line}")
     return results
 
 
-def _headline(result, n_values) -> dict:
-    """Macro AUC of each method at each N (mean over repeats), for the docs and the test."""
-    table: dict[str, dict[str, float]] = {}
-    for method in result.methods:
-        for n in n_values:
+def _headline(result) -> dict[str, Any]:
+    """Mean primary metric per arm and budget, and the paired differences the claim rests on."""
+    means = {}
+    for arm in result.arm_keys:
+        means[arm] = {b: _round(result.mean(arm, b)) for b in result.budgets}
+    paired = {}
+    for a, b in HEADLINE_PAIRS:
+        if a not in result.arm_keys or b not in result.arm_keys:
+            continue
+        for budget in result.budgets:
             try:
-                s = result.summary(method, n)
-            except (KeyError, ValueError):
+                p = result.paired_difference(a, b, budget)
+            except Exception:  # noqa: BLE001 - no bootstrap (n_bootstrap=0)
                 continue
-            table.setdefault(method, {})[str(n)] = round(float(s.macro_mean), 4)
-    return table
+            paired.setdefault(f"{a} - {b}", {})[budget] = {
+                "mean_diff": _round(p.get("mean_diff")), "ci": [_round(p.get("ci_low")), _round(p.get("ci_high"))],
+                "p_value": _round(p.get("p_value")), "t_ci": [_round(p.get("t_ci_low")), _round(p.get("t_ci_high"))],
+                "per_repeat": [_round(r.get("diff")) for r in p.get("per_repeat", [])]}
+    return {"metric": result.primary_metric, "means": means, "paired": paired}
 
 
-def _notes(summary: dict) -> list[str]:
+def _round(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 4)
+
+
+def _notes(result, headline: dict[str, Any]) -> list[str]:
     lines = []
-    for method, row in summary.items():
-        lines.append(f"{method}: " + ", ".join(f"N={n} macro AUC {v:.3f}" for n, v in row.items()))
+    for pair, by_budget in headline["paired"].items():
+        a, b = pair.split(" - ")
+        for budget, p in by_budget.items():
+            if p["mean_diff"] is None:
+                continue
+            lo, hi = p["ci"]
+            verdict = ("holds" if lo is not None and lo > 0 else
+                       "reversed" if hi is not None and hi < 0 else "not resolved (CI contains 0)")
+            lines.append(f"N={budget}: {result.arm_label(a)} minus {result.arm_label(b)} = {p['mean_diff']:+.3f} "
+                         f"macro AUC (95% CI {lo:+.3f} to {hi:+.3f}, p = {p['p_value']:.3g}): {verdict}")
     return lines
+
+
+def _extra_figures(out: Path, corpus: Corpus, seed: int) -> str:
+    """The pretraining loss curve and sample image-report pairs, as Markdown for the page."""
+    from radpair.evaluation.run_figures import plot_loss_curve, plot_sample_grid
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    log_file = out / "pretrain" / "metrics.jsonl"
+    if log_file.is_file():
+        plot_loss_curve(log_file, fig_dir / "pretrain_loss.png")
+        parts.append("## Pretraining loss\n\n![ConVIRT pretraining loss](figures/pretrain_loss.png)\n")
+    rng = np.random.default_rng(seed)
+    rows = sorted(rng.choice(len(corpus.index), size=min(6, len(corpus.index)), replace=False).tolist())
+    plot_sample_grid(corpus, rows, fig_dir / "samples.png")
+    parts.append("## Sample images and reports\n\n![synthetic radiographs with their reports](figures/samples.png)\n")
+    return "\n".join(parts)
+
+
+def _n_value(text: str) -> int | str:  # kept for callers of the old API
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"n_values entries must be integers or 'all', got {text!r}") from None

@@ -1,15 +1,24 @@
-"""Evaluation: how well do frozen encoders transfer when only a few labels exist?
+"""Evaluation: metrics with patient-level confidence intervals, paired comparisons, pages.
 
 Modules, one job each:
 
 * :mod:`~radpair.evaluation.metrics` - per-class / macro ROC AUC with missing-label
-  masking and patient-level bootstrap CIs.
-* :mod:`~radpair.evaluation.sampling` - deterministic few-label training subsets.
+  masking and patient-level bootstrap CIs (the label policies and AUC kernels).
+* :mod:`~radpair.evaluation.scores` - vectorised weighted kernels (AUC, AP, thresholded
+  decisions, calibration) evaluated on many bootstrap replicates at once.
+* :mod:`~radpair.evaluation.taskmetrics` - every metric of a task (binary, multi-label,
+  multi-class, ordinal with dichotomised AUCs), thresholds chosen on validation labels,
+  subgroups, bootstrap CIs over a fixed set of classes.
+* :mod:`~radpair.evaluation.paired` - shared bootstrap draws of test patients and paired
+  differences between arms (per repeat and pooled over repeats).
+* :mod:`~radpair.evaluation.sampling` - deterministic few-label subsets (the training
+  engine's ``data.subset_size``); :mod:`radpair.transfer.subsets` is the patient-level,
+  manifest-backed version the transfer protocol uses.
 * :mod:`~radpair.evaluation.features` - frozen-encoder feature extraction.
-* :mod:`~radpair.evaluation.probe` - per-class L2 logistic-regression probe.
-* :mod:`~radpair.evaluation.transfer` - the label-efficiency sweep and its result table.
-* :mod:`~radpair.evaluation.report_page` - ``report.md`` / ``report.html`` of a run
-  (imported on demand: it pulls in matplotlib).
+* :mod:`~radpair.evaluation.probe` - per-class L2 logistic-regression probe with grouped CV.
+* :mod:`~radpair.evaluation.transfer_page` - the results page of a transfer study;
+  :mod:`~radpair.evaluation.run_figures` - loss curves and sample grids (matplotlib,
+  imported on demand).
 
 ``extract_features`` is resolved lazily so that scoring predictions does not import torch.
 """
@@ -30,35 +39,28 @@ from radpair.evaluation.metrics import (
 )
 from radpair.evaluation.probe import ClassFit, CSelection, FitStatus, LinearProbe, ProbeConfig
 from radpair.evaluation.sampling import ALL, FewLabelSubset, draw_subset, draw_subsets, rows_in_split, subset_indices
-from radpair.evaluation.transfer import CIKind, LabelEfficiencyResult, RunRecord, RunSource, Summary, label_efficiency
 
 __all__ = [
     "ALL",
     "BlankPolicy",
-    "CIKind",
     "CSelection",
     "ClassFit",
     "ClassificationMetrics",
     "ConfidenceInterval",
     "FewLabelSubset",
     "FitStatus",
-    "LabelEfficiencyResult",
     "LabelPolicy",
     "LinearProbe",
     "MaskedLabels",
     "ProbeConfig",
     "ResamplingUnit",
-    "RunRecord",
-    "RunSource",
     "SkipReason",
-    "Summary",
     "UncertainPolicy",
     "apply_label_policy",
     "draw_subset",
     "draw_subsets",
     "evaluate_classification",
     "extract_features",
-    "label_efficiency",
     "rows_in_split",
     "subset_indices",
 ]

@@ -1,0 +1,138 @@
+"""`radpair transfer`: few-label transfer of encoders, every arm selected on validation only.
+
+A thin layer over :func:`radpair.transfer.run_transfer`: flags fill a
+:class:`~radpair.transfer.TransferConfig`, ``--config`` and ``key=value`` reach the rest
+(grids, early stopping), and the results page is written beside ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_transfer_arguments(p: argparse.ArgumentParser, require_encoder: bool = True) -> None:
+    p.add_argument("--corpus", required=True, help="corpus folder (radpair synth / radpair preprocess)")
+    p.add_argument("--task", default="findings7",
+                   help="built-in task name (radpair transfer --list-tasks) or a task YAML file (default: findings7)")
+    p.add_argument("--encoder", action="append", required=require_encoder, metavar="[NAME=]FILE|random",
+                   help="an exported image_encoder.safetensors, or 'random' (random init of --arch); repeat to compare")
+    p.add_argument("--arch", default="resnet_tiny", help="architecture of the random start (default: resnet_tiny)")
+    p.add_argument("--protocol", default="linear",
+                   help="comma-separated: linear, frozen-head, finetune (default: linear)")
+    p.add_argument("--arm", action="append", default=[], metavar="START:PROTOCOL",
+                   help="run only these arms instead of every encoder x protocol (repeatable)")
+    p.add_argument("--n", default=None, help="label budgets: counts and/or 'all' (default: 10,100,1000,all)")
+    p.add_argument("--fractions", default=None, help="label budgets as fractions of the pool, e.g. 0.005,0.01,0.1,1")
+    p.add_argument("--repeats", type=int, default=5, help="subsets per budget (default: 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val", choices=["matched", "full"], default="matched",
+                   help="validation labels: a draw the size of the budget (default) or the whole split")
+    p.add_argument("--train-labels", choices=["report", "truth", "index"], default=None,
+                   help="source of training/selection labels (default: the task's)")
+    p.add_argument("--test-labels", choices=["report", "truth", "index"], default=None,
+                   help="source of test labels (default: the task's)")
+    p.add_argument("--views", default=None, help="comma-separated views to keep, or 'all' (default: the task's)")
+    p.add_argument("--head", choices=["linear", "timnet"], default=None, help="frozen-head head (default: linear)")
+    p.add_argument("--manifest", default=None, help="a manifests/ folder of an earlier run: rerun exactly those subsets")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap replicates of test patients (default: 1000)")
+    p.add_argument("--workers", type=int, default=None, help="processes for fine-tuning jobs (default: 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--config", help="YAML file with TransferConfig keys (flags given explicitly win)")
+    p.add_argument("--out", required=True, help="output folder (results.json, report.md, manifests/, cells/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. finetune.max_steps=3000 linear.c_grid=[0.01,1]")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transfer",
+        help="few-label transfer: encoders x protocols (linear, frozen-head, finetune) at label budgets, "
+        "selected on validation, paired comparisons with CIs",
+        description="Measure how well image encoders transfer with few labels. Every arm (start x protocol) trains on "
+        "the same patient-level subsets, chooses its settings on the validate split only, and is scored on the "
+        "test split with patient-bootstrap CIs and paired differences.",
+    )
+    add_transfer_arguments(p, require_encoder=False)
+    p.add_argument("--list-tasks", action="store_true", help="list the built-in tasks and exit")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    from pathlib import Path
+
+    import yaml
+
+    from radpair.config import deep_merge, from_dict, parse_overrides, to_dict
+    from radpair.errors import ConfigError
+    from radpair.transfer import TransferConfig
+
+    base = to_dict(TransferConfig())
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"config file {args.config!r} does not exist")
+        base = deep_merge(base, yaml.safe_load(path.read_text()) or {})
+    flags: dict = {"task": args.task, "arch": args.arch, "repeats": args.repeats, "seed": args.seed, "val": args.val,
+                   "device": args.device}
+    if args.encoder:
+        flags["encoders"] = list(args.encoder)
+    flags["protocols"] = [p.strip() for p in args.protocol.split(",") if p.strip()]
+    if args.arm:
+        flags["arms"] = list(args.arm)
+    if args.n is not None or args.fractions is not None:
+        flags["n"] = [v.strip() for v in (args.n or "").split(",") if v.strip()]
+        flags["fractions"] = [float(v) for v in (args.fractions or "").split(",") if v.strip()]
+    for key, value in (("train_labels", args.train_labels), ("test_labels", args.test_labels),
+                       ("manifest", args.manifest), ("n_bootstrap", args.bootstrap), ("workers", args.workers)):
+        if value is not None:
+            flags[key] = value
+    if args.views is not None:
+        flags["views"] = [] if args.views.strip().lower() == "all" else [v.strip() for v in args.views.split(",") if v.strip()]
+    if args.head is not None:
+        flags.setdefault("frozen_head", {})["head"] = args.head
+    cfg = from_dict(TransferConfig, deep_merge(deep_merge(base, flags), parse_overrides(args.overrides)))
+    cfg.validate()
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from radpair.errors import ConfigError
+    from radpair.evaluation.transfer_page import write_transfer_report
+    from radpair.tasks import load_task, task_names
+    from radpair.transfer import run_transfer
+    from radpair_train.loop import check_output_dir
+
+    if args.list_tasks:
+        for name in task_names():
+            t = load_task(name)
+            print(f"{name:<22s} {t.schema:<10s} {t.description}")
+        return 0
+    if not args.encoder and not args.arm:
+        raise ConfigError("give at least one --encoder (an exported image_encoder.safetensors, or random)")
+    out = check_output_dir(args.out)
+    cfg = build_config(args)
+    result = run_transfer(cfg, args.corpus, out, progress=not args.no_progress)
+    command = " ".join(shlex.quote(a) for a in ["radpair", *sys.argv[1:]]) if sys.argv else "radpair transfer"
+    result.config["command"] = command
+    result.save(out / "results.json")
+    pages = write_transfer_report(out, result, title=f"radpair transfer: {result.task['name']}")
+    print_summary(result)
+    print(f"results: {out / 'results.json'}; page: {pages.get('markdown', out / 'report.md')}")
+    return 0
+
+
+def print_summary(result) -> None:
+    metric = result.primary_metric
+    for arm in result.arm_keys:
+        cells = []
+        for b in result.budgets:
+            try:
+                s = result.summary(arm, b, metric)
+            except Exception:  # noqa: BLE001 - a budget an arm did not run
+                continue
+            if s.get("mean") is not None:
+                cells.append(f"N={b} {s['mean']:.3f}")
+        print(f"{result.arm_label(arm):>44s}  {metric}: " + ", ".join(cells))

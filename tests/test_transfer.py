@@ -1,0 +1,275 @@
+"""The transfer protocol: tasks and schemas, budgets and manifests, protocols, arms, paired statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from radpair.errors import ConfigError, DataError
+from radpair.tasks import LabelSchema, load_task, task_labels
+from radpair.transfer import Budget, SubsetManifest, TransferConfig, parse_budgets, run_transfer
+from radpair.transfer.subsets import draw_rows
+from tests.conftest import SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from radpair.data.synth import generate_corpus
+
+    return generate_corpus(tmp_path_factory.mktemp("synth") / "c", n_images=480, size=64, seed=3, workers=1)
+
+
+def _quick(**kw) -> TransferConfig:
+    kw.setdefault("encoders", ["random"])
+    cfg = TransferConfig(n=["10", "all"], repeats=2, n_bootstrap=100, **kw)
+    cfg.linear.c_grid = [1e-2, 1.0]
+    cfg.frozen_head.lr, cfg.frozen_head.weight_decay, cfg.frozen_head.max_epochs = [1e-3, 1e-2], [1e-4], 30
+    cfg.finetune.lr, cfg.finetune.weight_decay = [1e-3, 3e-3], [1e-4]
+    cfg.finetune.max_steps, cfg.finetune.min_steps, cfg.finetune.eval_every, cfg.finetune.patience = 20, 5, 5, 2
+    return cfg
+
+
+# ---- schemas and tasks --------------------------------------------------------------------------
+def test_binary_schema_names_the_column_and_bad_values():
+    schema = LabelSchema.make("multilabel")
+    with pytest.raises(DataError, match=r"label column 'edema_severity' holds values \[2.0, 3.0\]"):
+        schema.encode(np.array([[0, 1], [1, 2], [0, 3]], dtype=float), ["edema", "edema_severity"], "")
+
+
+def test_ordinal_schema_reads_codes_and_rejects_out_of_range():
+    schema = LabelSchema.make("ordinal", levels=["none", "mild", "moderate", "severe"])
+    labels = schema.encode(np.array([0, 3, np.nan, -1, 2], dtype=float), ["sev"])
+    assert labels.y.tolist() == [0, 3, 0, 0, 2] and labels.mask.tolist() == [True, True, False, False, True]
+    with pytest.raises(DataError, match="'sev' holds values \\[4.0\\]"):
+        schema.encode(np.array([0, 4], dtype=float), ["sev"])
+    with pytest.raises(ConfigError, match="at least two levels"):
+        LabelSchema.make("ordinal")
+
+
+def test_uncertainty_policies():
+    raw = np.array([[1], [0], [-1], [np.nan]], dtype=float)
+    ign = LabelSchema.make("binary").encode(raw, ["x"])
+    assert ign.mask[:, 0].tolist() == [True, True, False, False]
+    ones = LabelSchema.make("binary", uncertain="ones", blank="negative").encode(raw, ["x"])
+    assert ones.y[:, 0].tolist() == [1, 0, 1, 0] and ones.mask.all()
+
+
+def test_one_hot_multiclass_columns():
+    schema = LabelSchema.make("multiclass", levels=["a", "b", "c"])
+    labels = schema.encode(np.array([[1, 0, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=float), ["a", "b", "c"])
+    assert labels.y[:2].tolist() == [0, 2] and labels.mask.tolist() == [True, True, False, False]
+
+
+def test_builtin_tasks_load_and_unknown_task_suggests():
+    for name in ("findings7", "edema_severity", "abnormal", "covid19", "chexpert5"):
+        assert load_task(name).name == name
+    with pytest.raises(ConfigError, match="did you mean 'findings7'"):
+        load_task("findings8")
+
+
+def test_task_file_with_a_typo_names_file_and_key(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("mine:\n  schema: binary\n  columns: [edema]\n  view: [PA]\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml.*views"):
+        load_task(f)
+
+
+def test_report_labels_agree_with_truth_mostly(synth):
+    spec = load_task("findings7")
+    rows = np.arange(len(synth.index))
+    report = task_labels(synth, spec, "report", rows)
+    truth = task_labels(synth, spec, "truth", rows)
+    assert report.mask.mean() > 0.95  # blank read as absent; only "possible X" (U-Ignore) is masked
+    agree = (report.y == truth.y).mean()
+    assert 0.85 < agree < 1.0
+    abnormal = task_labels(synth, load_task("abnormal"), "truth", rows)
+    assert abnormal.y[:, 0].tolist() == (truth.y.max(axis=1)).tolist()
+
+
+def test_ordinal_task_to_a_binary_loss_fails_clearly(synth):
+    bad = load_task("findings7").with_sources("truth", "truth")
+    bad.columns = ["edema_severity"]
+    with pytest.raises(DataError, match="edema_severity"):
+        task_labels(synth, bad, "truth", np.arange(len(synth.index)))
+
+
+# ---- budgets and subsets ------------------------------------------------------------------------
+def test_budgets_parse_counts_all_and_fractions():
+    b = parse_budgets("100,10,all", "0.5,0.005")
+    assert [x.key for x in b] == ["10", "100", "all", "0.5%", "50%"]
+    assert Budget.parse("all").size(37) == 37 and Budget.fraction(0.1).size(37) == 4
+    with pytest.raises(ConfigError):
+        Budget.parse("ten")
+    with pytest.raises(ConfigError):
+        Budget.fraction(1.5)
+
+
+def test_draws_are_patient_level_stratified_and_reproducible():
+    rng = np.random.default_rng(0)
+    n = 300
+    patients = np.repeat(np.arange(100), 3).astype(str)
+    y = (rng.random((n, 3)) < [0.4, 0.1, 0.02]).astype(float)
+    labels = LabelSchema.make("multilabel").encode(y, ["a", "b", "c"])
+    draw = draw_rows(labels, patients, 20, np.random.default_rng(5))
+    again = draw_rows(labels, patients, 20, np.random.default_rng(5))
+    assert np.array_equal(draw.rows, again.rows) and draw.rows.size == 20
+    got = labels.take(draw.rows)
+    assert ((got.y == 1) & got.mask).any(axis=0).all()  # every class has a positive
+    counts = np.unique(patients[draw.rows], return_counts=True)[1]
+    assert (counts == 3).sum() >= 4  # whole patients, not scattered images
+
+
+def test_manifest_round_trip_and_tamper_detection(tmp_path):
+    m = SubsetManifest("findings7", "10", 0, 0, ["b", "a"], ["c"])
+    path = m.save(tmp_path)
+    assert SubsetManifest.load(path).train_sha256 == m.train_sha256
+    data = json.loads(path.read_text())
+    data["train"]["image_ids"].append("z")
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="SHA-256"):
+        SubsetManifest.load(path)
+
+
+# ---- protocols -------------------------------------------------------------------------------------
+def test_linear_grid_matches_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    from radpair.transfer.linear import fit_linear_grid
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 8))
+    y = (x[:, :2] @ [1.0, -1.0] + rng.normal(size=120) > 0).astype(float)
+    labels = LabelSchema.make("binary").encode(y, ["y"])
+    models = fit_linear_grid(x, labels, [0.01, 1.0], max_iter=1000, tolerance=1e-9)
+    xs = (x - x.mean(0)) / x.std(0)
+    for m in models:
+        ref = LogisticRegression(C=m.c, tol=1e-10, max_iter=5000).fit(xs, y).predict_proba(xs)[:, 1]
+        assert np.abs(m.predict_proba(x)[:, 0] - ref).max() < 1e-4
+
+
+def test_frozen_encoder_is_bit_identical_after_feature_extraction(synth):
+    from radpair.transfer.heads import build_start_encoder
+    from radpair.transfer.sweep import encoder_features
+
+    enc = build_start_encoder(None, "resnet_tiny", 0)
+    enc.train()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    encoder_features(enc, synth, np.arange(64), maps=False, batch_size=16, device=torch.device("cpu"))
+    encoder_features(enc, synth, np.arange(64), maps=True, batch_size=16, device=torch.device("cpu"))
+    after = enc.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm running stats included
+    assert enc.training  # the caller's mode is restored
+
+
+def test_random_start_does_not_touch_the_global_rng():
+    from radpair.transfer.heads import build_start_encoder
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = build_start_encoder(None, "resnet_tiny", 7)
+    assert torch.equal(torch.rand(3), expected)
+    b = build_start_encoder(None, "resnet_tiny", 7)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# ---- the sweep ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sweep(synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = _quick(protocols=["linear", "frozen-head", "finetune"])
+    return run_transfer(cfg, synth, out, log=lambda s: None), out
+
+
+def test_every_arm_uses_identical_subsets_and_validation_draws(sweep):
+    result, out = sweep
+    by_repeat: dict = {}
+    for c in result.cells:
+        by_repeat.setdefault((c.budget, c.repeat), set()).add((c.subset["train_sha256"], c.subset["val_sha256"]))
+    assert all(len(v) == 1 for v in by_repeat.values())
+    assert {c.arm for c in result.cells} == {"random:linear", "random:frozen-head", "random:finetune"}
+    # "all" covers the whole pool: it runs once; the validation draw is as large as the subset
+    assert sorted({(c.budget, c.repeat) for c in result.cells}) == [("10", 0), ("10", 1), ("all", 0)]
+    ten = [s for s in result.subsets if s["budget"] == "10"]
+    assert all(s["n_train"] == 10 and s["n_val"] == 10 for s in ten)
+
+
+def test_results_hold_selection_metrics_and_paired_differences(sweep):
+    result, out = sweep
+    cell = result.cells[0]
+    assert cell.selection and all("val_score" in row for row in cell.selection)
+    assert 0.0 <= cell.value("macro_auc") <= 1.0 and cell.metrics["ci"]["macro_auc"][0] is not None
+    p = result.paired_difference("random:linear", "random:finetune", "10")
+    flipped = result.paired_difference("random:finetune", "random:linear", "10")
+    assert p["mean_diff"] == pytest.approx(-flipped["mean_diff"])
+    assert p["ci_low"] == pytest.approx(-flipped["ci_high"])
+    assert (out / "manifests").is_dir() and len(list((out / "manifests").glob("*.json"))) == 3
+    assert any((out / "cells").rglob("head.safetensors")) and any((out / "cells").rglob("model.safetensors"))
+    loaded = type(result).load(out / "results.json")
+    assert loaded.mean("random:linear", "10") == pytest.approx(result.mean("random:linear", "10"))
+
+
+def test_rerun_reuses_cells_and_manifest_rerun_gives_same_scores(sweep, synth, tmp_path):
+    result, out = sweep
+    logs: list[str] = []
+    again = run_transfer(_quick(protocols=["linear", "frozen-head", "finetune"]), synth, out, log=logs.append)
+    assert any("cells done by an earlier run" in line for line in logs)
+    assert again.mean("random:finetune", "10") == result.mean("random:finetune", "10")
+    # a new folder, the saved manifests, another sampling seed: the same subsets and scores
+    cfg = _quick(protocols=["linear"], manifest=str(out / "manifests"))
+    rerun = run_transfer(cfg, synth, tmp_path / "rerun", log=lambda s: None)
+    for c in rerun.cells:
+        old = next(x for x in result.cells if (x.arm, x.budget, x.repeat) == (c.arm, c.budget, c.repeat))
+        assert c.subset == old.subset and c.value("macro_auc") == pytest.approx(old.value("macro_auc"))
+
+
+def test_an_arm_against_itself_differs_by_exactly_zero(synth, tmp_path):
+    from radpair.models.export import save_encoder_weights
+    from radpair.transfer.heads import build_start_encoder
+
+    enc = build_start_encoder(None, "resnet_tiny", 0)
+    path = save_encoder_weights(enc, tmp_path / "copy.safetensors",
+                                {"config": {"image_encoder": {"name": "resnet_tiny", "weights": None}}})
+    cfg = _quick(protocols=["linear"])
+    cfg.encoders = ["random", f"copy={path}"]
+    result = run_transfer(cfg, synth, tmp_path / "out", log=lambda s: None)
+    for budget in result.budgets:
+        p = result.paired_difference("random:linear", "copy:linear", budget)
+        assert p["mean_diff"] == 0.0 and p["ci_low"] == 0.0 and p["ci_high"] == 0.0
+
+
+def test_ordinal_task_reports_dichotomised_aucs(synth, tmp_path):
+    result = run_transfer(_quick(task="edema_severity", protocols=["linear"]), synth, tmp_path, log=lambda s: None)
+    values = result.cells[0].metrics["values"]
+    assert {"auc_0|123", "auc_01|23", "auc_012|3", "macro_f1"} <= set(values)
+
+
+def test_bad_inputs_fail_with_clear_messages(synth, tmp_path):
+    with pytest.raises(DataError, match="do not exist"):
+        run_transfer(_quick(protocols=["linear"], encoders=["x=/nope/enc.safetensors"]), synth, tmp_path)
+    with pytest.raises(ConfigError, match="did you mean 'frozen-head'"):
+        run_transfer(_quick(protocols=["frozen_head"]), synth, tmp_path)
+    from tests.conftest import make_random_corpus
+
+    corpus = make_random_corpus(tmp_path / "rc")  # train and test splits only, truth for 'edema' only
+    with pytest.raises(DataError, match="no 'validate' split"):
+        run_transfer(_quick(task="findings7", protocols=["linear"]), corpus, tmp_path / "x")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "covid_cxr" / "pairs.csv").is_file(), reason="needs ../shared/data/covid_cxr")
+def test_transfer_runs_on_the_real_covid_pairs(tmp_path):
+    from radpair_train.cli import main
+
+    corpus = tmp_path / "covid"
+    assert main(["preprocess", "--dataset", "covid", "--root", str(SHARED_DATA / "covid_cxr"), "--out", str(corpus),
+                 "--size", "64", "--no-progress"]) == 0
+    out = tmp_path / "t"
+    assert main(["transfer", "--corpus", str(corpus), "--task", "covid19", "--encoder", "random", "--protocol",
+                 "linear,frozen-head", "--n", "20,all", "--repeats", "2", "--bootstrap", "100", "--out", str(out),
+                 "--no-progress", "frozen_head.max_epochs=20"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["task"]["name"] == "covid19" and result["test"]["n_images"] > 10
+    assert (out / "report.md").is_file()
