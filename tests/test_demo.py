@@ -60,6 +60,20 @@ def test_a_changed_stage_config_is_redone_and_says_why(tmp_path):
     assert any("an earlier stage changed" in line for line in lines)
 
 
+def test_an_interrupted_stage_keeps_its_outputs_and_resumes(tmp_path):
+    lines: list[str] = []
+    stage = tmp_path / "pretrain"
+    settings = {"epochs": 3}
+    cache = StageCache(tmp_path, lines.append)
+    key = cache.key(settings)
+    assert not cache.fresh("pretrain", key, settings, [stage])
+    stage.mkdir()
+    (stage / "checkpoint-100.pt").write_text("half way")  # killed before `done`
+    again = StageCache(tmp_path, lines.append)
+    assert not again.fresh("pretrain", key, settings, [stage])
+    assert (stage / "checkpoint-100.pt").is_file() and any("resuming" in line for line in lines)
+
+
 def test_demo_rejects_bad_settings(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "n_imagez=10"]) == 2
     assert "did you mean 'n_images'" in capsys.readouterr().err

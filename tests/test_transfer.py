@@ -273,3 +273,69 @@ def test_transfer_runs_on_the_real_covid_pairs(tmp_path):
     result = json.loads((out / "results.json").read_text())
     assert result["task"]["name"] == "covid19" and result["test"]["n_images"] > 10
     assert (out / "report.md").is_file()
+
+
+# ---- review fixes -------------------------------------------------------------------------------------
+def test_a_changed_corpus_is_never_served_from_the_cache(synth, tmp_path):
+    import os
+    import shutil as sh
+
+    from radpair.data.corpus import Corpus
+
+    root = tmp_path / "copy"
+    sh.copytree(synth.root, root)
+    corpus = Corpus.open(root)
+    cfg = _quick(protocols=["linear"])
+    run_transfer(cfg, corpus, tmp_path / "out", log=lambda s: None)
+    st = (root / "images.npy").stat()
+    os.utime(root / "images.npy", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "regenerated"
+    logs: list[str] = []
+    run_transfer(cfg, Corpus.open(root), tmp_path / "out", log=logs.append)
+    assert not any("done by an earlier run" in line for line in logs)
+    assert any("rows extracted" in line and "0 cached" in line for line in logs)
+
+
+def test_config_file_values_survive_unset_flags(tmp_path):
+    from radpair_train.cli import build_parser
+    from radpair_train.commands.transfer import build_config
+
+    f = tmp_path / "t.yaml"
+    f.write_text("task: edema_severity\nrepeats: 2\nseed: 7\nval: full\nprotocols: [finetune]\nn: [10, all]\n")
+    args = build_parser().parse_args(["transfer", "--corpus", "c", "--out", "o", "--config", str(f)])
+    cfg = build_config(args)
+    assert (cfg.task, cfg.repeats, cfg.seed, cfg.val, cfg.protocols, cfg.n) == \
+        ("edema_severity", 2, 7, "full", ["finetune"], [10, "all"])
+    args = build_parser().parse_args(["transfer", "--corpus", "c", "--out", "o", "--config", str(f), "--repeats", "3"])
+    assert build_config(args).repeats == 3
+
+
+def test_protocol_settings_are_validated():
+    cfg = _quick(protocols=["frozen-head"])
+    cfg.frozen_head.head = "mlp"
+    with pytest.raises(ConfigError, match="unknown frozen_head.head 'mlp'"):
+        cfg.validate()
+
+
+def test_any_positive_keeps_unknown_findings_unknown():
+    from radpair.tasks.spec import _derive_any
+
+    schema = LabelSchema.make("binary")
+    raw = np.array([[0, np.nan], [0, 0], [1, np.nan], [-1, 0], [np.nan, np.nan]], dtype=float)
+    assert np.array_equal(_derive_any(raw, schema)[:, 0], [np.nan, 0, 1, -1, np.nan], equal_nan=True)
+    neg = LabelSchema.make("binary", blank="negative")
+    assert _derive_any(raw, neg)[:, 0].tolist() == [0, 0, 1, -1, 0]
+
+
+def test_linear_grid_converges_for_every_c_of_a_wide_grid():
+    from sklearn.linear_model import LogisticRegression
+
+    from radpair.transfer.linear import fit_linear_grid
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 20))
+    y = (x[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(float)
+    labels = LabelSchema.make("binary").encode(y, ["y"])
+    xs = (x - x.mean(0)) / x.std(0)
+    for m in fit_linear_grid(x, labels, [1e-3, 0.1, 10.0, 1000.0], max_iter=2000, tolerance=1e-9):
+        ref = LogisticRegression(C=m.c, tol=1e-12, max_iter=20000).fit(xs, y).predict_proba(xs)[:, 1]
+        assert np.abs(m.predict_proba(x)[:, 0] - ref).max() < 0.02, m.c

@@ -134,33 +134,37 @@ class StageCache:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def fresh(self, name: str, key: str, settings: dict[str, Any], outputs: list[Path]) -> bool:
-        """True when ``name`` finished with these settings; else clears its outputs."""
+        """True when ``name`` finished with these settings. Otherwise the stage is about to
+        run: outputs of other settings are removed first, while the outputs of an
+        interrupted run with the same settings are kept so that it resumes."""
         old = self.data.get(name)
-        present = all(p.exists() for p in outputs)
-        if old and old.get("key") == key and present:
+        same = bool(old and old.get("key") == key)
+        state = (old or {}).get("state", "done" if old and "finished" in old else "running")
+        if same and state == "done" and all(p.exists() for p in outputs):
             return True
-        if present or any(p.exists() for p in outputs):
+        if not same and any(p.exists() for p in outputs):
             if old is None:
                 why = "made by an older radpair or another command (no stage record)"
-            elif old.get("key") != key:
+            else:
                 before, now = _flatten(old.get("settings", {})), _flatten(settings)
                 changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
                 why = ("changed: " + ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
                        if changed else "an earlier stage changed")
-            else:
-                why = "its output is incomplete"
             self.log(f"[radpair demo] redoing stage {name!r}: {why}")
             for p in outputs:
                 if p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-        self.data.pop(name, None)
+        elif same and any(p.exists() for p in outputs):
+            self.log(f"[radpair demo] resuming the interrupted stage {name!r}")
+        self.data[name] = {"key": key, "settings": settings, "state": "running"}
         self._save()
         return False
 
     def done(self, name: str, key: str, settings: dict[str, Any]) -> None:
-        self.data[name] = {"key": key, "settings": settings, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.data[name] = {"key": key, "settings": settings, "state": "done",
+                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         self._save()
 
     def _save(self) -> None:
@@ -239,7 +243,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     pre_settings = _pretrain_settings(pre_cfg)
     pre_key = cache.key(pre_settings, tok_key)
     encoder_file = out / "pretrain" / "image_encoder.safetensors"
-    if not cache.fresh("pretrain", pre_key, pre_settings, [out / "pretrain"]) or not encoder_file.is_file():
+    if not cache.fresh("pretrain", pre_key, pre_settings, [out / "pretrain", encoder_file]):
         stages.run("ConVIRT pretraining", lambda: Trainer(pre_cfg, tokenizer=tokenizer).fit(resume=True))
         cache.done("pretrain", pre_key, pre_settings)
 
@@ -310,14 +314,20 @@ def _notes(result, headline: dict[str, Any]) -> list[str]:
     for pair, by_budget in headline["paired"].items():
         a, b = pair.split(" - ")
         for budget, p in by_budget.items():
-            if p["mean_diff"] is None:
-                continue
             lo, hi = p["ci"]
+            if p["mean_diff"] is None or lo is None or hi is None:
+                lines.append(f"N={budget}: {result.arm_label(a)} minus {result.arm_label(b)}: no valid bootstrap "
+                             "replicate (a class lacks positives in the test set's resamples)")
+                continue
             verdict = ("holds" if lo is not None and lo > 0 else
                        "reversed" if hi is not None and hi < 0 else "not resolved (CI contains 0)")
             lines.append(f"N={budget}: {result.arm_label(a)} minus {result.arm_label(b)} = {p['mean_diff']:+.3f} "
-                         f"macro AUC (95% CI {lo:+.3f} to {hi:+.3f}, p = {p['p_value']:.3g}): {verdict}")
+                         f"macro AUC (95% CI {lo:+.3f} to {hi:+.3f}, p = {_p(p['p_value'])}): {verdict}")
     return lines
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
 
 
 def _extra_figures(out: Path, corpus: Corpus, seed: int) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 
 from radpair.errors import DataError
 from radpair.evaluation.metrics import LabelPolicy, MaskedLabels, apply_label_policy
+from radpair.evaluation.stratify import stratify
 
 ALL = "all"
 NLabels = Union[int, Literal["all"]]
@@ -119,32 +120,10 @@ def draw_subset(
 
 
 def _ensure_both_values(y: MaskedLabels, pool: np.ndarray, chosen: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Swap rows into ``chosen`` until each class has a positive and a negative, if possible.
-
-    ``has[r, k]``: row r satisfies requirement k, where requirements are (class c,
-    positive) for k = c and (class c, negative) for k = C + c. Rarest requirements are
-    served first, since they have the fewest candidate rows.
-    """
+    """Swap rows into ``chosen`` until each class has a positive and a negative, if possible
+    (requirements: (class c, positive) for k = c and (class c, negative) for k = C + c)."""
     has = np.concatenate([(y.values == 1) & y.mask, (y.values == 0) & y.mask], axis=1)
-    in_subset = np.zeros(len(has), dtype=bool)
-    in_subset[chosen] = True
-    counts = has[in_subset].sum(axis=0)
-    available = has[pool].sum(axis=0)
-    for k in np.argsort(available, kind="stable"):
-        if counts[k] > 0 or available[k] == 0:
-            continue
-        candidates = pool[has[pool, k] & ~in_subset[pool]]
-        # a row may leave if every requirement it serves is also served by another row
-        members = np.flatnonzero(in_subset)
-        removable = members[~(has[members] & (counts == 1)).any(axis=1)]
-        if candidates.size == 0 or removable.size == 0:
-            continue
-        add = rng.choice(candidates)
-        drop = rng.choice(removable)
-        in_subset[drop] = False
-        in_subset[add] = True
-        counts += has[add].astype(counts.dtype) - has[drop].astype(counts.dtype)
-    return np.flatnonzero(in_subset)
+    return stratify(has, pool, chosen, rng)
 
 
 def draw_subsets(

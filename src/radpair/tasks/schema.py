@@ -138,6 +138,9 @@ class LabelSchema:
 
     def _encode_categorical(self, arr: np.ndarray, columns: list[str], where: str) -> "TaskLabels":
         k = self.n_levels
+        if arr.shape[1] == 1 and self.blank is BlankPolicy.NEGATIVE:
+            # "not mentioned" read as the first level (e.g. no edema), as for binary labels
+            arr = np.where(np.isnan(arr), 0.0, arr)
         if arr.shape[1] == 1:
             col = arr[:, 0]
             present = ~np.isnan(col)

@@ -106,6 +106,12 @@ class TaskSpec:
         if self.test_columns and len(self.test_columns) != len(self.columns):
             raise ConfigError(f"task {self.name!r}: test_columns must match columns one to one")
         self.schema_for("truth")  # checks levels against the kind
+        if kind.is_categorical:
+            for src in LABEL_SOURCES:
+                sch = self.schema_for(src)
+                if sch.uncertain.value != "ignore":
+                    raise ConfigError(f"task {self.name!r}: an uncertain label of a {kind.value} task is missing "
+                                      f"(uncertain: ignore); {sch.uncertain.value!r} has no meaning there")
 
     # ---- derived views ------------------------------------------------------------------
     @property
@@ -276,15 +282,15 @@ def raw_labels(corpus, spec: TaskSpec, source: str, rows: np.ndarray, columns: S
 
 
 def _derive_any(raw: np.ndarray, schema: LabelSchema) -> np.ndarray:
-    """Any-positive over columns, after the source's blank policy: 1 if any column is 1,
-    else -1 if any is uncertain, else 0 if any is known, else blank."""
+    """Any-positive over columns, after the source's blank policy: 1 if any column is 1;
+    otherwise unknown (blank) if any column is blank, since that finding may be present;
+    otherwise -1 if any is uncertain; otherwise 0 (every column known negative)."""
     arr = raw.copy()
     if schema.blank.value == "negative":
         arr = np.where(np.isnan(arr), 0.0, arr)
-    out = np.full(arr.shape[0], np.nan)
-    known = ~np.isnan(arr)
-    out[known.any(axis=1)] = 0.0
+    out = np.zeros(arr.shape[0])
     out[(arr == -1).any(axis=1)] = -1.0
+    out[np.isnan(arr).any(axis=1)] = np.nan
     out[(arr == 1).any(axis=1)] = 1.0
     return out[:, None]
 

@@ -73,7 +73,8 @@ def build_start_encoder(weights: str | None, arch: str, seed: int) -> nn.Module:
 
         if not Path(weights).is_file():
             raise DataError(f"encoder weights {weights!r} do not exist")
-        return load_image_encoder(weights)
+        with torch.random.fork_rng(devices=[]):  # building the module draws an init we then overwrite
+            return load_image_encoder(weights)
     from radpair.models.image_encoders import IMAGE_ENCODERS
 
     with torch.random.fork_rng(devices=[]):

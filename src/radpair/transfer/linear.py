@@ -2,12 +2,15 @@
 
 Why not one scikit-learn ``LogisticRegression`` per class and C: a sweep fits every class
 of every grid value of every (budget, repeat) cell, hundreds of fits, and with 512-d
-ResNet-18 features scikit-learn's per-fit overhead and sequential solves dominated the
-whole transfer run. Here every (C, class) problem of one cell is solved at once by one
-L-BFGS run over their sum: the problems share no parameters, so the sum's minimum is each
-problem's minimum, and one batched matrix product evaluates all of them. The objective is
-scikit-learn's (``C * sum(loss) + ||w||^2 / 2``, intercept unpenalised); a test checks
-the solutions against scikit-learn's.
+ResNet-18 features those sequential solves dominated the whole transfer run. Here every
+(C, class) problem of one cell is solved at once by Newton's method: the Hessians of all
+problems are one batched matrix product and one batched Cholesky solve, and Newton needs
+about ten steps where L-BFGS needed hundreds (a joint L-BFGS over all problems also
+stalled on the weakly penalised ones: measured in ``benchmarks/transfer_sweep.py``).
+Multinomial problems (categorical tasks), whose Hessian is D*K wide, use L-BFGS along the
+regularisation path, each C warm-started from the previous one. The objective is
+scikit-learn's (``C * sum(loss) + ||w||^2 / 2``, intercept unpenalised); tests check the
+solutions against scikit-learn's.
 
 Classes (or levels) that the training subset holds only one value of cannot be fitted;
 they predict the subset's rate, which the results record.
@@ -84,9 +87,6 @@ def fit_linear_grid(X: np.ndarray, labels: TaskLabels, c_grid: list[float], max_
         raise DataError("linear probe: features contain NaN or inf")
     Xs, mean, scale = _standardise(X)
     n, d = Xs.shape
-    cs = torch.tensor([float(c) for c in c_grid], dtype=torch.float64)
-    g = cs.numel()
-    xt = torch.from_numpy(Xs)
     categorical = labels.schema.kind.is_categorical
     constant: dict[int, float] = {}
     if categorical:
@@ -97,79 +97,167 @@ def fit_linear_grid(X: np.ndarray, labels: TaskLabels, c_grid: list[float], max_
         seen = np.flatnonzero(counts > 0)
         if seen.size == 0:
             raise DataError("linear probe: no usable training label")
-        for lvl in range(k):
-            if counts[lvl] == 0:
-                constant[lvl] = 0.0
         if seen.size == 1:
             constant = {lvl: float(lvl == seen[0]) for lvl in range(k)}
-            return [LinearModel(mean, scale, np.zeros((d, k)), np.zeros(k), True, dict(constant), float(c)) for c in c_grid]
-        # fit the seen levels only; unseen levels get probability 0
-        remap = {int(v): i for i, v in enumerate(seen)}
-        yt = torch.tensor([remap[int(v)] for v in y], dtype=torch.long)
-        xm = xt[torch.from_numpy(np.flatnonzero(m))]
-        o = seen.size
-        # all grid values side by side in one (D, G*O) matrix: one GEMM per evaluation
-        W = torch.zeros(d, g * o, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(g * o, dtype=torch.float64, requires_grad=True)
-        inv_c = (1.0 / cs).repeat_interleave(o)
-        yg = yt.repeat(g)
-
-        def objective() -> torch.Tensor:
-            z = (xm @ W + b).reshape(-1, g, o).transpose(0, 1).reshape(-1, o)  # (G*n, O)
-            ce = F.cross_entropy(z, yg, reduction="sum")
-            # each block divided by its C: the loss curvature has one scale (better conditioned)
-            return (ce + 0.5 * ((W**2).sum(dim=0) * inv_c).sum()) / max(1, yt.numel())
-
-        _lbfgs(objective, [W, b], max_iter, tolerance, work=float(xm.shape[0]) * d * g * o)
-        out = []
-        Wd = W.detach().numpy().reshape(d, g, o)
-        bd = b.detach().numpy().reshape(g, o)
-        for j, c in enumerate(c_grid):
-            wf = np.zeros((d, k))
-            bf = np.zeros(k)
-            wf[:, seen] = Wd[:, j]
-            bf[seen] = bd[j]
-            out.append(LinearModel(mean, scale, wf, bf, True, dict(constant), float(c)))
-        return out
-
-    yv = labels.y.astype(np.float64)
-    mv = labels.mask.astype(np.float64)
-    n_pos = (yv * mv).sum(axis=0)
-    n_lab = mv.sum(axis=0)
-    fit_cols = np.flatnonzero((n_pos > 0) & (n_pos < n_lab))
-    for col in np.flatnonzero(~((n_pos > 0) & (n_pos < n_lab))):
-        constant[int(col)] = float(n_pos[col] / n_lab[col]) if n_lab[col] else 0.5
-    cols = labels.y.shape[1]
-    if fit_cols.size == 0:
-        return [LinearModel(mean, scale, np.zeros((d, cols)), np.zeros(cols), False, dict(constant), float(c))
-                for c in c_grid]
-    yt = torch.from_numpy(yv[:, fit_cols])
-    mt = torch.from_numpy(mv[:, fit_cols])
-    o = fit_cols.size
-    # all (C, class) problems side by side in one (D, G*O) matrix: one GEMM per evaluation
-    W = torch.zeros(d, g * o, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(g * o, dtype=torch.float64, requires_grad=True)
-    inv_c = (1.0 / cs).repeat_interleave(o)
-    yg, mg = yt.repeat(1, g), mt.repeat(1, g)
-    norm = float(max(1.0, mt.sum(dim=0).max().item()))
-
-    def objective() -> torch.Tensor:
-        z = xt @ W + b
-        bce = (F.binary_cross_entropy_with_logits(z, yg, reduction="none") * mg).sum()
-        # each block divided by its C: the loss curvature has one scale (better conditioned)
-        return (bce + 0.5 * ((W**2).sum(dim=0) * inv_c).sum()) / norm
-
-    _lbfgs(objective, [W, b], max_iter, tolerance, work=float(n) * d * g * o)
+            return [LinearModel(mean, scale, np.zeros((d, k)), np.zeros(k), True, dict(constant), float(c))
+                    for c in c_grid]
+        constant = {lvl: 0.0 for lvl in range(k) if counts[lvl] == 0}  # unseen levels: probability 0
+        remap = np.full(k, -1)
+        remap[seen] = np.arange(seen.size)
+        problem = _Problem(torch.from_numpy(Xs[m]), torch.from_numpy(remap[y]), None, True)
+        cols, width = seen, k
+        solutions = []
+    else:
+        yv = labels.y.astype(np.float64)
+        mv = labels.mask.astype(np.float64)
+        n_pos = (yv * mv).sum(axis=0)
+        n_lab = mv.sum(axis=0)
+        fittable = (n_pos > 0) & (n_pos < n_lab)
+        for col in np.flatnonzero(~fittable):
+            constant[int(col)] = float(n_pos[col] / n_lab[col]) if n_lab[col] else 0.5
+        cols, width = np.flatnonzero(fittable), labels.y.shape[1]
+        if cols.size == 0:
+            return [LinearModel(mean, scale, np.zeros((d, width)), np.zeros(width), False, dict(constant), float(c))
+                    for c in c_grid]
+        solutions = _newton_binary(Xs, yv[:, cols], mv[:, cols], [float(c) for c in c_grid], max_iter, tolerance)
+    if categorical:
+        solutions = problem.solve_path([float(c) for c in c_grid], max_iter, tolerance)
     out = []
-    Wd = W.detach().numpy().reshape(d, g, o)
-    bd = b.detach().numpy().reshape(g, o)
-    for j, c in enumerate(c_grid):
-        wf = np.zeros((d, cols))
-        bf = np.zeros(cols)
-        wf[:, fit_cols] = Wd[:, j]
-        bf[fit_cols] = bd[j]
-        out.append(LinearModel(mean, scale, wf, bf, False, dict(constant), float(c)))
+    for c, (w, b) in zip(c_grid, solutions):
+        wf = np.zeros((d, width))
+        bf = np.zeros(width)
+        wf[:, cols] = w
+        bf[cols] = b
+        out.append(LinearModel(mean, scale, wf, bf, categorical, dict(constant), float(c)))
     return out
+
+
+class _Problem:
+    """The penalised likelihood of one cell: all grid values side by side in one (D, G*O)
+    matrix, so one evaluation is one matrix product."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, categorical: bool) -> None:
+        self.x, self.y, self.mask, self.categorical = x, y, mask, categorical
+        self.o = int(y.max().item()) + 1 if categorical else int(y.shape[1])
+        # the loss is a sum over rows; dividing by the row count keeps gradients O(1)
+        self.norm = float(x.shape[0]) if categorical else float(max(1.0, mask.sum(dim=0).max().item()))
+
+    def objective(self, W: torch.Tensor, b: torch.Tensor, inv_c: torch.Tensor) -> torch.Tensor:
+        g = W.shape[1] // self.o
+        z = self.x @ W + b
+        if self.categorical:
+            zz = z.reshape(-1, g, self.o).transpose(0, 1).reshape(-1, self.o)
+            loss = F.cross_entropy(zz, self.y.repeat(g), reduction="sum")
+        else:
+            loss = (F.binary_cross_entropy_with_logits(z, self.y.repeat(1, g), reduction="none")
+                    * self.mask.repeat(1, g)).sum()
+        # each block divided by its C: the loss curvature has one scale (better conditioned)
+        return (loss + 0.5 * ((W**2).sum(dim=0) * inv_c).sum()) / self.norm
+
+    def _run(self, cs: list[float], W0: torch.Tensor | None, b0: torch.Tensor | None, max_iter: int,
+             tolerance: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Solve the blocks of ``cs`` jointly; returns W, b and each block's largest |gradient|."""
+        d, g, o = self.x.shape[1], len(cs), self.o
+        W = (torch.zeros(d, g * o, dtype=torch.float64) if W0 is None else W0.clone()).requires_grad_(True)
+        b = (torch.zeros(g * o, dtype=torch.float64) if b0 is None else b0.clone()).requires_grad_(True)
+        inv_c = (1.0 / torch.tensor(cs, dtype=torch.float64)).repeat_interleave(o)
+        _lbfgs(lambda: self.objective(W, b, inv_c), [W, b], max_iter, tolerance,
+               work=float(self.x.shape[0]) * d * g * o)
+        W.grad = b.grad = None
+        self.objective(W, b, inv_c).backward()
+        grad = torch.cat([W.grad.abs().amax(dim=0, keepdim=True), b.grad.abs()[None]], dim=0).amax(dim=0)
+        return W.detach(), b.detach(), grad.reshape(g, o).amax(dim=1)
+
+    def solve_path(self, cs: list[float], max_iter: int, tolerance: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each C on its own, in increasing order, warm-started from the previous solution
+        (strong penalties converge fastest and are good starts for weaker ones)."""
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        W = b = None
+        for j in sorted(range(len(cs)), key=lambda k: cs[k]):
+            W, b, _ = self._run([cs[j]], W, b, max_iter, tolerance)
+            out[j] = (W.numpy().copy(), b.numpy().copy())
+        return [out[j] for j in range(len(cs))]
+
+
+def _newton_binary(X: np.ndarray, Y: np.ndarray, M: np.ndarray, cs: list[float], max_iter: int, tolerance: float,
+                   chunk_cells: int = 40_000_000) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Penalised logistic regressions of every column for every C, by damped Newton steps.
+
+    ``X`` (n, D) standardised features, ``Y``/``M`` (n, O) targets and masks. Returns per C
+    the weights (D, O) and intercepts (O,). All columns of one C are solved at once (one
+    batched Hessian and Cholesky solve per step), and the C values in increasing order,
+    each warm-started from the previous solution, so weak penalties take a few steps.
+    With fewer rows than features the problem is solved exactly in the rows' span
+    (``X = U S V^T``, ``w = V beta``: the penalty ``||w||^2 = ||beta||^2`` is unchanged).
+    """
+    n, d = X.shape
+    basis = None
+    if n < d:
+        u, sv, vt = np.linalg.svd(X, full_matrices=False)
+        keep = sv > sv[0] * 1e-10 if sv.size else np.zeros(0, dtype=bool)
+        X, basis = u[:, keep] * sv[keep], vt[keep].T  # (n, r) coordinates, (d, r) basis
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    W = None
+    for j in sorted(range(len(cs)), key=lambda k: cs[k]):
+        W = _newton_one_c(X, Y, M, 1.0 / cs[j], W, max_iter, tolerance, chunk_cells)
+        w, b = W[:-1], W[-1]
+        out[j] = ((basis @ w) if basis is not None else w.copy(), b.copy())
+    return [out[j] for j in range(len(cs))]
+
+
+def _newton_one_c(X: np.ndarray, Y: np.ndarray, M: np.ndarray, lam: float, W0: np.ndarray | None, max_iter: int,
+                  tolerance: float, chunk_cells: int) -> np.ndarray:
+    """(D + 1, O): weights and intercept (last row) of every column at penalty ``lam``."""
+    n, d = X.shape
+    o = Y.shape[1]
+    xa = torch.from_numpy(np.concatenate([X, np.ones((n, 1))], axis=1))  # intercept as the last column
+    y, m = torch.from_numpy(Y), torch.from_numpy(M)
+    pen = torch.full((d + 1,), float(lam), dtype=torch.float64)
+    pen[-1] = 0.0
+    W = torch.zeros(d + 1, o, dtype=torch.float64) if W0 is None else torch.from_numpy(W0).clone()
+    norm = float(max(1.0, M.sum(axis=0).max()))
+    xa32 = xa.float()
+    eye = torch.eye(d + 1, dtype=torch.float32) * 1e-6
+
+    def objective(w: torch.Tensor) -> torch.Tensor:  # (o,)
+        loss = (F.binary_cross_entropy_with_logits(xa @ w, y, reduction="none") * m).sum(dim=0)
+        return (loss + 0.5 * (pen[:, None] * w * w).sum(dim=0)) / norm
+
+    f = objective(W)
+    active = torch.ones(o, dtype=torch.bool)
+    per_chunk = max(1, int(chunk_cells // max(1, n * (d + 1))))
+    with few_threads(float(n) * d * d * o / 10):
+        for _ in range(max(1, max_iter)):
+            p = torch.sigmoid(xa @ W)
+            grad = (xa.T @ (m * (p - y)) + pen[:, None] * W) / norm
+            active &= grad.abs().amax(dim=0) > tolerance
+            if not active.any():
+                break
+            idx = torch.nonzero(active).flatten()
+            s = (m * p * (1 - p))[:, idx].float()
+            step = torch.empty(d + 1, idx.numel(), dtype=torch.float64)
+            for a in range(0, idx.numel(), per_chunk):
+                cols = slice(a, a + per_chunk)
+                sq = s[:, cols].T.sqrt()[:, :, None] * xa32[None]  # (c, n, d+1)
+                # the Hessian in single precision: it only sets the step, the gradient is exact
+                H = (sq.transpose(1, 2) @ sq) / norm + torch.diag(pen.float() / norm) + eye
+                L, _ = torch.linalg.cholesky_ex(H)
+                rhs = grad[:, idx[cols]].T[:, :, None].float()
+                step[:, cols] = torch.cholesky_solve(rhs, L)[:, :, 0].T.double()
+            # backtracking per column: accept a step that decreases its own objective enough
+            t = torch.ones(idx.numel(), dtype=torch.float64)
+            decrease = (grad[:, idx] * step).sum(dim=0)
+            for _ in range(30):
+                trial = W.clone()
+                trial[:, idx] = W[:, idx] - t * step
+                f_new = objective(trial)[idx]
+                ok = f_new <= f[idx] - 1e-4 * t * decrease
+                if bool(ok.all()):
+                    break
+                t = torch.where(ok, t, t * 0.5)
+            W[:, idx] = W[:, idx] - t * step
+            f = objective(W)
+    return W.numpy()
 
 
 @contextlib.contextmanager

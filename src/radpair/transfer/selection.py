@@ -29,7 +29,10 @@ def _binary_auc(y: np.ndarray, s: np.ndarray) -> float | None:
 def validation_score(labels: TaskLabels, probs: np.ndarray) -> tuple[float, float]:
     """(macro AUC or NaN, mean loss) of ``probs`` on validation ``labels``."""
     eps = 1e-7
-    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    p = np.asarray(probs, dtype=np.float64)
+    if p.size and not np.isfinite(p).all():  # a diverged model: never selected
+        return math.nan, math.inf
+    p = np.clip(p, eps, 1 - eps)
     aucs: list[float] = []
     if labels.schema.kind.is_categorical:
         m = labels.mask

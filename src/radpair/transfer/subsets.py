@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from radpair.errors import ConfigError, DataError
+from radpair.evaluation.stratify import stratify
 from radpair.tasks.schema import TaskLabels
 
 MANIFEST_VERSION = 1
@@ -53,7 +54,10 @@ class Budget:
         if s == "all":
             return cls("all", 1.0)
         if s.endswith("%"):
-            return cls.fraction(float(s[:-1]) / 100.0)
+            try:
+                return cls.fraction(float(s[:-1]) / 100.0)
+            except ValueError:
+                raise ConfigError(f"label budget {text!r} must be a positive integer, 'all' or a percentage") from None
         try:
             n = int(s)
         except ValueError:
@@ -116,9 +120,8 @@ def parse_budgets(n: str | Sequence[Any] | None = None, fractions: str | Sequenc
     out = [Budget.parse(x) for x in items(n)] + [Budget.fraction(x) for x in items(fractions)]
     if not out:
         raise ConfigError("no label budget given (--n and/or --fractions)")
-    uniq = list(dict.fromkeys(out))
-    if any(b.kind == "fraction" for b in uniq) and any(b.kind == "count" for b in uniq):
-        pass  # allowed: a curve in fractions plus fixed counts
+    # budgets are identified by their key (folders, manifests, tables): equal keys are one budget
+    uniq = list({b.key: b for b in out}.values())
     return sorted(uniq, key=lambda b: (b.kind == "fraction", b.sort_value))
 
 
@@ -144,27 +147,6 @@ def _patient_order_draw(pool: np.ndarray, patients: np.ndarray, size: int, rng: 
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def _stratify(has: np.ndarray, pool: np.ndarray, chosen: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Swap rows in until each requirement (column of ``has``) is met, where possible."""
-    in_subset = np.zeros(has.shape[0], dtype=bool)
-    in_subset[chosen] = True
-    counts = has[in_subset].sum(axis=0)
-    available = has[pool].sum(axis=0)
-    for k in np.argsort(available, kind="stable"):
-        if counts[k] > 0 or available[k] == 0:
-            continue
-        candidates = pool[has[pool, k] & ~in_subset[pool]]
-        members = np.flatnonzero(in_subset)
-        # a row may leave if every requirement it serves is also served by another row
-        removable = members[~(has[members] & (counts == 1)).any(axis=1)]
-        if candidates.size == 0 or removable.size == 0:
-            continue
-        add, drop = rng.choice(candidates), rng.choice(removable)
-        in_subset[drop], in_subset[add] = False, True
-        counts += has[add].astype(counts.dtype) - has[drop].astype(counts.dtype)
-    return np.flatnonzero(in_subset)
-
-
 @dataclass(frozen=True)
 class Draw:
     """Rows (positions into the candidate rows passed in) and what could not be met."""
@@ -187,7 +169,7 @@ def draw_rows(labels: TaskLabels, patients: np.ndarray, size: int | None, rng: n
         chosen = pool
     else:
         chosen = _patient_order_draw(pool, patients, int(size), rng)
-        chosen = _stratify(has, pool, chosen, rng)
+        chosen = stratify(has, pool, chosen, rng)
     met = has[chosen].any(axis=0)
     possible = has[pool].any(axis=0)
     lacking = [names[k] for k in np.flatnonzero(~met)]
@@ -265,7 +247,7 @@ class SubsetManifest:
                     val_mode=d.get("val_mode", "matched"), train_pool=int(d["train"].get("pool", 0)),
                     val_pool=int(d["val"].get("pool", 0)), lacking_train=list(d["train"].get("lacking", [])),
                     lacking_val=list(d["val"].get("lacking", [])))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"{path}: unreadable subset manifest ({exc})") from None
         for part in ("train", "val"):
             if d[part].get("sha256") and d[part]["sha256"] != getattr(m, f"{part}_sha256"):

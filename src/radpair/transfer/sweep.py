@@ -55,6 +55,9 @@ from radpair.transfer.subsets import (
 
 Log = Callable[[str], None]
 PAIRED_METRICS = ("macro_auc", "macro_ap", "macro_f1")
+CELL_CODE_VERSION = 2
+"""Part of every cell's fingerprint: bumped when a protocol's code changes its results
+(2: Newton solver for the linear protocol), so old cells are not mixed with new ones."""
 
 
 @dataclass
@@ -84,6 +87,25 @@ class TaskData:
 
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """What the corpus is, for cache keys: its meta, index and truth tables by content, and
+    its image file by size and modification time (hashing gigabytes of pixels on every run
+    would cost more than it protects; a regenerated file gets a new time)."""
+    parts = {"meta": corpus.meta}
+    for name in ("index.csv", "ground_truth.csv"):
+        path = corpus.root / name
+        parts[name] = file_sha256(path) if path.is_file() else None
+    images = corpus.root / "images.npy"
+    st = images.stat()
+    parts["images.npy"] = [st.st_size, st.st_mtime_ns]
+    return _sha(parts)
+
+
+def _labels_sha(labels: TaskLabels) -> str:
+    return hashlib.sha256(np.ascontiguousarray(labels.y).tobytes() + np.ascontiguousarray(labels.mask).tobytes()
+                          ).hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -131,6 +153,11 @@ def make_subsets(data: TaskData, budgets: list[Budget], repeats: int, seed: int,
     val_ids = {i: k for k, i in enumerate(data.image_ids[data.val_rows])}
     pool = int(data.train.usable_rows.sum())
     loaded = load_manifests(manifest_dir) if manifest_dir else None
+    if loaded:
+        modes = {m.val_mode for m in loaded.values()}
+        if modes != {val_mode}:
+            raise DataError(f"{manifest_dir}: the manifests' validation draws are {sorted(modes)}, but this run asks "
+                            f"for val={val_mode!r}; rerun with --val {sorted(modes)[0]}")
     out: list[Subset] = []
     for b in budgets:
         size = b.size(pool)
@@ -180,27 +207,47 @@ def encoder_features(encoder: torch.nn.Module, corpus: Corpus, image_rows: np.nd
 
 
 class FeatureStore:
-    """Features of one start for a set of corpus rows, cached on disk under a fingerprint."""
+    """Features of one start, cached on disk for every row extracted so far.
 
-    def __init__(self, folder: Path, start: Start, start_sha: str, rows: np.ndarray, maps: bool) -> None:
-        self.rows = np.asarray(rows, dtype=np.int64)
-        self.pos = {int(r): k for k, r in enumerate(self.rows)}
+    The file is keyed by the start (its weights' hash), the corpus fingerprint and whether
+    it holds feature maps; a later run with more budgets or repeats extracts only the rows
+    it has not seen and adds them.
+    """
+
+    def __init__(self, folder: Path, start: Start, start_sha: str, corpus_fp: str, rows: np.ndarray, maps: bool) -> None:
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         self.maps = maps
-        key = _sha({"start": start.to_dict(), "sha": start_sha, "rows": _sha(self.rows.tolist()), "maps": maps})
-        self.path = folder / f"{start.name}{'-maps' if maps else ''}-{key[:16]}.npy"
+        key = _sha({"start": start.name, "sha": start_sha, "corpus": corpus_fp, "maps": maps})
+        self.path = folder / f"{start.name}{'-maps' if maps else ''}-{key[:16]}.npz"
         self.values: np.ndarray | None = None
+        self.pos: dict[int, int] = {}
 
-    def load_or_extract(self, extract: Callable[[], np.ndarray]) -> float:
+    def load_or_extract(self, extract: Callable[[np.ndarray], np.ndarray]) -> tuple[float, int]:
+        """(seconds spent extracting, rows extracted now)."""
+        have_rows = np.zeros(0, dtype=np.int64)
+        have = None
         if self.path.is_file():
-            self.values = np.load(self.path)
-            return 0.0
-        t0 = time.perf_counter()
-        self.values = extract()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npy")
-        np.save(tmp, self.values)
-        os.replace(tmp, self.path)
-        return time.perf_counter() - t0
+            with np.load(self.path) as z:
+                have_rows, have = z["rows"], z["values"]
+        missing = np.setdiff1d(self.rows, have_rows)
+        seconds = 0.0
+        if missing.size:
+            t0 = time.perf_counter()
+            new = extract(missing)
+            seconds = time.perf_counter() - t0
+            rows = np.concatenate([have_rows, missing])
+            values = new if have is None else np.concatenate([have, new])
+            order = np.argsort(rows)
+            rows, values = rows[order], values[order]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp.npz")
+            np.savez(tmp, rows=rows, values=values)
+            os.replace(tmp, self.path)
+        else:
+            rows, values = have_rows, have
+        self.pos = {int(r): k for k, r in enumerate(rows)}
+        self.values = values
+        return seconds, int(missing.size)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         assert self.values is not None
@@ -313,7 +360,13 @@ def run_transfer(cfg: TransferConfig, corpus: Corpus | str | Path, out: str | Pa
     t_sub = time.perf_counter()
 
     test_sha = _sha(data.image_ids[data.test_rows].tolist())
-    base_fp = {"task": spec.to_dict(), "test": test_sha, "seed": cfg.seed, "views": views}
+    corpus_fp = corpus_fingerprint(corpus)
+    # what a cell's predictions depend on: not the task's wording, nor where the test labels
+    # come from (only which test images), nor a weights file's path (its content is hashed)
+    task_fp = {k: v for k, v in spec.to_dict().items() if k not in ("description", "test_labels", "test_columns")}
+    base_fp = {"code": CELL_CODE_VERSION, "task": task_fp, "test": test_sha, "seed": cfg.seed, "views": views,
+               "corpus": corpus_fp,
+               "train_labels": _labels_sha(data.train), "val_labels": _labels_sha(data.val)}
 
     # features for the frozen protocols
     stores: dict[tuple[str, bool], FeatureStore] = {}
@@ -325,24 +378,27 @@ def run_transfer(cfg: TransferConfig, corpus: Corpus | str | Path, out: str | Pa
         maps = arm.protocol is Protocol.FROZEN_HEAD and cfg.frozen_head.head == "timnet"
         key = (arm.start.name, maps)
         if key not in stores:
-            stores[key] = FeatureStore(out / "features", arm.start, start_sha[arm.start.name], need_rows, maps)
+            stores[key] = FeatureStore(out / "features", arm.start, start_sha[arm.start.name], corpus_fp, need_rows,
+                                       maps)
     for (name, maps), store in stores.items():
         start = starts[name]
 
-        def extract(start=start, maps=maps) -> np.ndarray:
+        def extract(rows: np.ndarray, start=start, maps=maps) -> np.ndarray:
             enc = build_start_encoder(start.weights, start.arch, cfg.seed)
-            return encoder_features(enc, corpus, data.image_index[store.rows], maps, cfg.feature_batch, device)
+            return encoder_features(enc, corpus, data.image_index[rows], maps, cfg.feature_batch, device)
 
-        secs = store.load_or_extract(extract)
+        secs, n_new = store.load_or_extract(extract)
         timing["features"][f"{name}{' (maps)' if maps else ''}"] = round(secs, 2)
-        log(f"[transfer] features of {name}{' (maps)' if maps else ''}: {store.values.shape} "
-            f"({'cached' if secs == 0 else f'{secs:.1f}s'})")
+        log(f"[transfer] features of {name}{' (maps)' if maps else ''}: {n_new} rows extracted in {secs:.1f}s, "
+            f"{len(store.rows) - n_new} cached")
 
     # cells
     cells: list[_Cell] = []
     for arm in arms:
         for sub in subsets:
-            fp = _sha({**base_fp, "arm": arm.to_dict(), "start": start_sha[arm.start.name], "settings": _settings(arm, cfg),
+            start_fp = {"name": arm.start.name, "sha": start_sha[arm.start.name],
+                        "arch": arm.start.arch if arm.start.is_random else None}
+            fp = _sha({**base_fp, "protocol": arm.protocol.value, "start": start_fp, "settings": _settings(arm, cfg),
                        "train": sub.manifest.train_sha256, "val": sub.manifest.val_sha256, "repeat": sub.repeat,
                        "budget": sub.budget.key, "save_models": cfg.save_models})
             folder = out / "cells" / arm.dir_name / f"{sub.budget.file_key}-r{sub.repeat}"
@@ -482,7 +538,8 @@ class _CellRunner:
 
         cfg = self.cfg
         jobs, owners = [], []
-        threads = max(1, torch.get_num_threads() // cfg.workers) if cfg.workers > 1 else None
+        in_pool = cfg.workers > 1 and sum(len(_grid(c.arm, cfg)) for _, c in cells) > 1
+        threads = max(1, torch.get_num_threads() // cfg.workers) if in_pool else None
         for k, c in cells:
             train, val = self._labels(c.sub)
             for j, g in enumerate(_grid(c.arm, cfg)):
@@ -517,7 +574,7 @@ class _CellRunner:
             return k, self._finish(c, grids[k], [f.summary() for f in fits], [f.best for f in fits], j,
                                    fits[j].val_probs, test, fits[j].state, seconds, [])
 
-        if cfg.workers > 1 and len(jobs) > 1:
+        if in_pool:
             with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=_pool_context()) as pool:
                 futures = [pool.submit(finetune_one, job) for job in jobs]
                 for (k, j), fut in zip(owners, futures):
@@ -572,8 +629,9 @@ def _score(cfg: TransferConfig, spec: TaskSpec, data: TaskData, arms: list[Arm],
     draws = BootstrapDraws.draw(data.patients[data.test_rows], cfg.n_bootstrap, cfg.seed) if cfg.n_bootstrap else None
     groups = _subgroup_columns(corpus, data.test_rows, cfg.subgroups)
     scored: dict[tuple[str, str], list[Any]] = {}
-    out_cells: list[CellResult] = []
-    for k, c in enumerate(cells):
+
+    def score(k: int) -> tuple[CellResult, Any]:
+        c = cells[k]
         cell, val_probs, test_probs = results[k]
         thresholds = None
         if not data.val.schema.kind.is_categorical:
@@ -587,6 +645,11 @@ def _score(cfg: TransferConfig, spec: TaskSpec, data: TaskData, arms: list[Arm],
         metrics = score_task(kind, data.test.y, data.test.mask, test_probs, names, thresholds=thresholds, draws=draws,
                              subgroups=groups, confidence=cfg.confidence)
         cell.metrics = metrics.to_dict()
+        return cell, metrics
+
+    scored_cells = [score(k) for k in range(len(cells))]
+    out_cells: list[CellResult] = []
+    for c, (cell, metrics) in zip(cells, scored_cells):
         scored.setdefault((c.arm.key, c.sub.budget.key), []).append(metrics)
         out_cells.append(cell)
     budgets = list(dict.fromkeys(s.budget.key for s in subsets))

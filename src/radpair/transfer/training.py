@@ -69,7 +69,19 @@ def _targets(labels: TaskLabels) -> tuple[torch.Tensor, torch.Tensor]:
 def train_linear_heads(x_train: np.ndarray, train: TaskLabels, x_val: np.ndarray, val: TaskLabels,
                        grid: list[dict[str, float]], batch_size: int, max_epochs: int, patience: int,
                        seed: tuple[int, ...]) -> list[GridFit]:
-    """Linear heads on frozen pooled features, one per grid value, trained side by side."""
+    """Linear heads on frozen pooled features, one per grid value, trained side by side.
+
+    One thread: the steps are tiny, and two threads made them about twice as slow here.
+    """
+    from radpair.transfer.linear import few_threads
+
+    with few_threads(0.0):
+        return _train_linear_heads(x_train, train, x_val, val, grid, batch_size, max_epochs, patience, seed)
+
+
+def _train_linear_heads(x_train: np.ndarray, train: TaskLabels, x_val: np.ndarray, val: TaskLabels,
+                        grid: list[dict[str, float]], batch_size: int, max_epochs: int, patience: int,
+                        seed: tuple[int, ...]) -> list[GridFit]:
     t0 = time.perf_counter()
     categorical = train.schema.kind.is_categorical
     x_train = np.asarray(x_train, dtype=np.float32)
@@ -280,7 +292,7 @@ def finetune_one(job: dict[str, Any]) -> GridFit:
     from radpair.data.corpus import Corpus
 
     t0 = time.perf_counter()
-    if job.get("threads"):
+    if job.get("threads"):  # only in a worker process of its own
         torch.set_num_threads(int(job["threads"]))
     s = job["settings"]
     cfg = job["config"]
@@ -310,7 +322,7 @@ def finetune_one(job: dict[str, Any]) -> GridFit:
     n = len(train)
     bs = max(2, min(s.batch_size, n))
     steps_per_epoch = max(1, n // bs)
-    eval_every = s.eval_every or int(np.clip(steps_per_epoch, 10, 100))
+    eval_every = s.eval_every or int(np.clip(steps_per_epoch, 10, 50))
     total = s.max_steps
     warmup = int(round(s.warmup_fraction * total))
     augment = BatchAugment(s.augment) if s.augment.enabled else None
@@ -346,7 +358,8 @@ def finetune_one(job: dict[str, Any]) -> GridFit:
                 best_val = pv
             if stop.exhausted and step >= s.min_steps:
                 break
-    if best_val.size == 0:  # never evaluated (diverged at once): score the start
+    if best_val.size == 0:  # diverged before the first evaluation: what is kept is the start
+        model.load_state_dict(best_state)
         best_val = predict_images(model, x_val, categorical, device)
         stop.update(step, validation_score(val, best_val))
     state = {k: v.detach().cpu() for k, v in best_state.items()}

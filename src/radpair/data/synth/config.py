@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from radpair.config import deep_merge, from_dict, to_dict
+from radpair.config import deep_merge, from_dict, read_yaml_mapping, to_dict
 from radpair.errors import ConfigError, unknown_choice_message
 
 DIFFICULTIES = ("easy", "default", "hard")
@@ -115,19 +115,9 @@ def load_synth_config(difficulty: str = "default", path: str | Path | None = Non
     The YAML file may hold the keys at top level or under a ``synth:`` section, so one
     experiment file can carry the generator settings next to other sections.
     """
-    import yaml
-
     data = to_dict(SynthConfig.preset(difficulty))
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"synth config file {str(path)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"synth config file {str(path)!r} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"synth config file {str(path)!r} must hold a mapping at top level")
+        loaded = read_yaml_mapping(path, "synth config file")
         if set(loaded) == {"synth"} and isinstance(loaded["synth"], dict):
             loaded = loaded["synth"]
         data = deep_merge(data, loaded)
