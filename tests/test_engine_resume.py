@@ -169,6 +169,12 @@ def test_resume_past_a_shortened_schedule_and_refusals(data, tmp_path, capsys):
         Trainer(_short(data, out, **{"optim.lr_scale": {"text_encoder": 0.1}})).fit(resume=True)
     with pytest.raises(ConfigError, match="data order differs"):  # refused as before
         Trainer(_short(data, out, **{"data.batch_size": 8})).fit(resume=True)
+    # the same number of rows, other rows (a view filter that keeps every row of another
+    # corpus would do the same): refused by the rows' hash, not only by their count
+    other = Trainer(_short(data, out))
+    other._rows_digest = "0" * 64
+    with pytest.raises(ConfigError, match="rows_sha256"):
+        other._resume()
 
 
 def test_config_changes_by_dotted_key():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,7 +57,8 @@ def _region(img: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> floa
 
 def _render(findings: Findings, size: int = 128, view: str = "PA", patient: int = 0, conspicuity: float = 1.0):
     an = sample_anatomy(np.random.default_rng(patient), variation=0.0)
-    cfg = SynthConfig(distractor_rate=0.0, conspicuity=conspicuity)
+    # pixel-level checks of each sign at full strength: the classic preset's knobs
+    cfg = replace(SynthConfig.preset("classic"), distractor_rate=0.0, conspicuity=conspicuity)
     return render_image(an, findings, view, size, seed=patient, detail_seed=patient, config=cfg,
                         acquisition=Acquisition()), an
 
@@ -435,3 +438,23 @@ def test_corpus_does_not_depend_on_the_process_hash_seed(tmp_path):
                              capture_output=True, text=True)
         digests.add(out.stdout.strip())
     assert len(digests) == 1
+
+
+def test_shallow_breath_makes_a_normal_heart_look_larger_only_when_confounded():
+    from radpair.data.synth.anatomy import Acquisition as Acq
+
+    an = sample_anatomy(np.random.default_rng(0), variation=0.0)
+    box = (0.3, 0.55, 0.05, 0.25)  # the left heart border in the left lower lung
+
+    def heart(confounding: float, inspiration: float) -> float:
+        cfg = SynthConfig(distractor_rate=0.0, heart_size_confounding=confounding)
+        img = render_image(an, Findings(ctr=0.45), "PA", 128, seed=0, detail_seed=0, config=cfg,
+                           acquisition=Acq(inspiration=inspiration))
+        return _region(img, *box)
+
+    # shallow breath (negative inspiration): the true CTR is unchanged, the drawn heart grows
+    assert heart(1.0, -0.08) > heart(0.0, -0.08) + 3
+    # a PA film at neutral breath: the knob changes nothing
+    neutral = [render_image(an, Findings(ctr=0.45), "PA", 128, seed=0, detail_seed=0, acquisition=Acq(),
+                            config=SynthConfig(distractor_rate=0.0, heart_size_confounding=k)) for k in (0.0, 1.0)]
+    assert np.array_equal(*neutral)

@@ -22,6 +22,8 @@ out). A positive control at conspicuity 1 shows that the same pipeline does see 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -50,19 +52,21 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _corpus(root, conspicuity: float):
-    cfg = SynthConfig(conspicuity=conspicuity, split_fractions=SPLITS)
+def _corpus(root, base: SynthConfig, conspicuity: float):
+    cfg = replace(base, conspicuity=conspicuity, split_fractions=SPLITS)
     return generate_corpus(root, n_images=N_IMAGES, size=SIZE, seed=SEED, workers=1, config=cfg)
 
 
 @pytest.fixture(scope="module")
 def invisible(tmp_path_factory):
-    return _corpus(tmp_path_factory.mktemp("floor") / "c0", 0.0)
+    """The shipped (calibrated) corpus with every sign switched off."""
+    return _corpus(tmp_path_factory.mktemp("floor") / "c0", SynthConfig(), 0.0)
 
 
 @pytest.fixture(scope="module")
 def visible(tmp_path_factory):
-    return _corpus(tmp_path_factory.mktemp("floor") / "c1", 1.0)
+    """Signs at full strength on the classic preset: this pipeline and size can see them."""
+    return _corpus(tmp_path_factory.mktemp("floor") / "c1", SynthConfig.preset("classic"), 1.0)
 
 
 def _features(images: np.ndarray, kind: str) -> np.ndarray:

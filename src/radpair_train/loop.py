@@ -186,7 +186,7 @@ class Trainer:
         """After a resume from a checkpoint: ``{dotted key: (checkpoint value, current value)}``."""
 
     # -- state ---------------------------------------------------------------------------
-    def _position(self) -> dict[str, int]:
+    def _position(self) -> dict[str, int | str]:
         epoch, batch = self.plan.position(self.step)
         return {
             "epoch": epoch,
@@ -197,7 +197,18 @@ class Trainer:
             "seed": self.cfg.train.seed,
             "world_size": self.dist.world_size,
             "grad_accumulation": self.cfg.train.grad_accumulation,
+            "rows_sha256": self._rows_sha256(),
         }
+
+    def _rows_sha256(self) -> str:
+        """Which images the run trains on, in order: a resume onto other rows of the same
+        count (another subset seed, label set or corpus) is a different run."""
+        import hashlib
+
+        if getattr(self, "_rows_digest", None) is None:
+            ids = self.dataset.rows["image_id"].astype(str).to_numpy()[self.items]
+            self._rows_digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        return self._rows_digest
 
     def state_dict(self) -> dict:
         return {
@@ -312,7 +323,7 @@ class Trainer:
         if not saved:
             return
         mine = self._position()
-        keys = ("n_items", "global_batch", "seed", "grad_accumulation")
+        keys = ("n_items", "global_batch", "seed", "grad_accumulation", "rows_sha256")  # absent in old checkpoints
         diff = {k: (saved[k], mine[k]) for k in keys if k in saved and saved[k] != mine[k]}
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())

@@ -871,19 +871,31 @@ def _excludes_zero(p: dict[str, Any]) -> bool:
 def _statement(v: _View, p: dict[str, Any], budget: str, keep_order: bool) -> str:
     """``A > B at N=100: +0.050 (0.020 to 0.080), p = 0.01`` for a pair whose interval
     excludes 0; for one that includes 0, the same numbers and 'does not hold here'."""
-    d = _num(p.get("mean_diff"))
-    if _excludes_zero(p) and d < 0 and not keep_order:  # say it as "the better arm > the other"
+    # the direction is the interval's, not the mean's: a pooled mean can fall outside its
+    # percentile interval (skew, discarded replicates), and the sentence must not contradict it
+    below = _excludes_zero(p) and _num(p.get("ci_high")) < 0
+    if below and not keep_order:  # say it as "the better arm > the other"
         p = v.r.paired_difference(p["arm_b"], p["arm_a"], budget, p["metric"])
-        d = -d
+        below = False
     a, b = v.label(p["arm_a"]), v.label(p["arm_b"])
     pv = fmt_p(p.get("p_value"))
+    valid = _valid_text(p)
     nums = (f"{fmt_signed(p.get('mean_diff'))} ({fmt_interval(p.get('ci_low'), p.get('ci_high'), signed=True)}), "
-            + ("p < 0.001" if pv == "< 0.001" else f"p = {pv}"))
+            + ("p < 0.001" if pv == "< 0.001" else f"p = {pv}") + valid)
     where = v.budget_text(budget)
     if _excludes_zero(p):
-        rel = ">" if d > 0 else "<"
+        rel = "<" if below else ">"
         return f"**{a} {rel} {b}** at {where}: {nums}."
     return f"{a} vs {b} at {where}: {nums}; a difference does not hold here (the interval includes 0)."
+
+
+def _valid_text(p: dict[str, Any]) -> str:
+    """Say when many bootstrap replicates were discarded (a class lost all its positives):
+    the interval then describes only resamples that kept every class."""
+    nv, nb = p.get("n_valid"), p.get("n_bootstrap")
+    if not nb or nv is None or nv >= 0.9 * nb:
+        return ""
+    return f"; only {nv} of {nb} bootstrap replicates kept every class"
 
 
 def _per_repeat_text(p: dict[str, Any]) -> str:

@@ -608,11 +608,14 @@ def _subgroup_columns(corpus: Corpus, rows: np.ndarray, names: list[str]) -> dic
     for name in names:
         for frame in frames:
             if name in frame.columns:
-                out[name] = frame[name].astype(str).to_numpy()[rows]
+                col = frame[name].to_numpy()[rows]
+                # a missing value belongs to no subgroup (None), not to one called "nan"
+                out[name] = np.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                                      for v in col], dtype=object)
                 break
             if name == "age_band" and "age" in frame.columns:
                 age = frame["age"].to_numpy(dtype=float)[rows]
-                bands = np.array(["<40", "40-59", "60-79", "80+"])
+                bands = np.array(["0-39", "40-59", "60-79", "80+"])  # sorts in age order
                 out[name] = np.where(np.isnan(age), "unknown", bands[np.digitize(np.nan_to_num(age), [40, 60, 80])])
                 break
     return out
@@ -622,7 +625,7 @@ def _score(cfg: TransferConfig, spec: TaskSpec, data: TaskData, arms: list[Arm],
            cells: list[_Cell], results: dict[int, tuple[CellResult, np.ndarray, np.ndarray]],
            corpus: Corpus) -> TransferResult:
     from radpair.evaluation.paired import BootstrapDraws, paired_table
-    from radpair.evaluation.taskmetrics import choose_thresholds, score_task
+    from radpair.evaluation.taskmetrics import choose_thresholds, ordinal_cut_names, score_task
 
     kind = data.test.kind
     names = data.test.class_names
@@ -636,12 +639,14 @@ def _score(cfg: TransferConfig, spec: TaskSpec, data: TaskData, arms: list[Arm],
         thresholds = None
         if not data.val.schema.kind.is_categorical:
             val = data.val.take(c.sub.val)
-            th = choose_thresholds(kind, val.y, val.mask, val_probs)
+            th = choose_thresholds(kind, val.y, val.mask, np.asarray(val_probs, dtype=np.float32).astype(np.float64))
             thresholds = th
             cell.thresholds = None if th is None else [float(v) for v in np.asarray(th)]
             if th is not None and c.folder.is_dir():  # beside the head, for packaging a model later
                 atomic_write_text(c.folder / "thresholds.json", json.dumps(
                     {"chosen_on": "validation labels (F1-maximising)", "class_names": names, **th.to_dict()}, indent=1))
+        # scored from the float32 values a reused cell reads back, so fresh and reused agree
+        test_probs = np.asarray(test_probs, dtype=np.float32).astype(np.float64)
         metrics = score_task(kind, data.test.y, data.test.mask, test_probs, names, thresholds=thresholds, draws=draws,
                              subgroups=groups, confidence=cfg.confidence)
         cell.metrics = metrics.to_dict()
@@ -657,7 +662,8 @@ def _score(cfg: TransferConfig, spec: TaskSpec, data: TaskData, arms: list[Arm],
     for arm in arms:
         for b in budgets:
             these = [cell for cell in out_cells if cell.arm == arm.key and cell.budget == b]
-            for metric in SUMMARY_METRICS:
+            cuts = ordinal_cut_names(data.test.schema.n_levels) if kind == "ordinal" else []
+            for metric in (*SUMMARY_METRICS, *cuts):
                 if any(metric in cell.metrics.get("values", {}) for cell in these):
                     summaries.append({"arm": arm.key, "budget": b, **summarise(these, metric, cfg.confidence)})
     paired = []

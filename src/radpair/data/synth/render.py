@@ -167,6 +167,8 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
     # --- heart: a tilted ellipse whose lower third sinks into the diaphragm -------------
     tilt = an.heart_tilt
     ctr = float(clip(CTR_LIMIT + (f.ctr - CTR_LIMIT) * c, 0.3, 0.8))  # conspicuity scales the departure
+    if cfg.heart_size_confounding:  # shallow breath and AP projection make any heart look larger
+        ctr = float(clip(ctr * (1.0 + cfg.heart_size_confounding * 1.5 * volume), 0.3, 0.8))
     hb_ = an.heart_height * (1.05 if ap else 1.0) * float(np.sqrt(ctr / 0.45))
     ext = ctr * an.thorax_width / 2.0 * (1.04 if ap else 1.0)
     st, ct = np.sin(tilt), np.cos(tilt)
