@@ -35,15 +35,16 @@ def _fmt(x, digits: int = 3, sign: bool = False) -> str:
 
 def tabulate(rows: list[dict]) -> str:
     seeds = [r["seed"] for r in rows]
-    arms = list(rows[0]["headline"]["means"])
-    budgets = list(next(iter(rows[0]["headline"]["means"].values())))
+    # arms and budgets from every row: seeds may have run different budgets (a missing cell prints "–")
+    arms = list(dict.fromkeys(a for r in rows for a in r["headline"]["means"]))
+    budgets = list(dict.fromkeys(b for r in rows for m in r["headline"]["means"].values() for b in m))
     lines = [f"Macro AUC on `findings7`, mean over repeats; corpus seeds {', '.join(map(str, seeds))}: "
              "mean (min–max over seeds).", "", "| arm | " + " | ".join(f"N={b}" for b in budgets) + " |",
              "|---|" + "---|" * len(budgets)]
     for arm in arms:
         cells = []
         for b in budgets:
-            vals = [r["headline"]["means"][arm].get(b) for r in rows]
+            vals = [r["headline"]["means"].get(arm, {}).get(b) for r in rows]
             vals = [v for v in vals if v is not None]
             cells.append(f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}–{max(vals):.3f})" if vals else "–")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")

@@ -17,10 +17,13 @@ report-supervised method:
 
     python benchmarks/synth_calibration.py --seeds 0,1,2 --json runs/calibration.json
     python benchmarks/synth_calibration.py --seeds 0 --out runs/demo_seeds n_images=8000   # demo overrides
+    python benchmarks/synth_calibration.py --seeds 1,2 --json b.json 'transfer.n=["10","100","1000"]'  # partial
+    python benchmarks/synth_calibration.py --tabulate a.json b.json                        # one table
 
 Each seed runs in ``<out>/seed<k>`` with the demo's layout (corpus, transfer of the
 from-scratch arm), so `python benchmarks/demo_seeds.py --out <out>` afterwards reuses the
-corpus and those cells. Test AUC is read here to describe the corpus, never to choose
+corpus and those cells. The other way round, ``--reuse --out <demo_seeds out>`` reads the
+from-scratch arm of finished demos and runs only the label agreement and floor checks. Test AUC is read here to describe the corpus, never to choose
 anything in a method.
 """
 
@@ -80,7 +83,7 @@ def floor_check(synth_cfg, size: int, seed: int, n_images: int = 1200) -> dict:
             "contains_half": bool(m.ci.contains(0.5)), "n_test": int(m.n), "n_patients": int(m.n_groups)}
 
 
-def measure_seed(seed: int, out: Path, overrides: list[str]) -> dict:
+def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False) -> dict:
     from radpair.config import deep_merge, from_dict, parse_overrides, to_dict
     from radpair.data.corpus import Corpus
     from radpair.data.synth import SynthConfig
@@ -91,12 +94,19 @@ def measure_seed(seed: int, out: Path, overrides: list[str]) -> dict:
     from synth_label_agreement import measure as label_agreement  # noqa: E402
 
     cfg = from_dict(DemoConfig, deep_merge(to_dict(DemoConfig()), parse_overrides([*overrides, f"seed={seed}"])))
-    cfg.transfer.arms = ["random:finetune"]
     t0 = time.perf_counter()
-    run_demo(cfg, out, progress=False)
+    if not reuse:
+        cfg.transfer.arms = ["random:finetune"]
+        run_demo(cfg, out, progress=False)
     seconds = time.perf_counter() - t0
     result = TransferResult.load(out / "transfer" / "results.json")
+    if "random:finetune" not in result.arm_keys:
+        raise SystemExit(f"{out / 'transfer' / 'results.json'} has no random:finetune arm to read")
     corpus = Corpus.open(out / "corpus")
+    made = (corpus.meta.get("seed"), corpus.meta.get("n_images"), corpus.meta.get("generator", {}).get("difficulty"))
+    if reuse and made[:2] != (seed, cfg.n_images):
+        raise SystemExit(f"{out / 'corpus'} was made with seed {made[0]} and {made[1]} images, not seed {seed} and "
+                         f"{cfg.n_images}; pass the overrides the demo ran with")
     macro = {b: round(result.mean("random:finetune", b), 4) for b in result.budgets}
     per_finding = {}
     for b in result.budgets:
@@ -107,11 +117,13 @@ def measure_seed(seed: int, out: Path, overrides: list[str]) -> dict:
     pairs = int((corpus.index["split"] == "train").sum())
     floor = floor_check(SynthConfig.preset(cfg.difficulty), cfg.image_size, seed)
     m100, mall = macro.get("100"), macro.get("all")
+    # None = not measured (a budget left out with transfer.n=...), never counted as met
     checks = {
-        "scratch_100": m100 is not None and m100 <= TARGETS["scratch_100_max"],
-        "scratch_100_per_finding": max(per_finding.get("100", {"x": 1.0}).values()) <= TARGETS["scratch_100_finding_max"],
-        "scratch_all": mall is not None and mall >= TARGETS["scratch_all_min"],
-        "scratch_gap": None not in (m100, mall) and mall - m100 >= TARGETS["scratch_gap_min"],
+        "scratch_100": None if m100 is None else m100 <= TARGETS["scratch_100_max"],
+        "scratch_100_per_finding": None if "100" not in per_finding
+        else max(per_finding["100"].values()) <= TARGETS["scratch_100_finding_max"],
+        "scratch_all": None if mall is None else mall >= TARGETS["scratch_all_min"],
+        "scratch_gap": None if None in (m100, mall) else mall - m100 >= TARGETS["scratch_gap_min"],
         "label_agreement": TARGETS["agreement"][0] <= agreement["overall"]["agreement"] <= TARGETS["agreement"][1],
         "floor": floor["contains_half"],
         "pretraining_pairs": pairs >= TARGETS["pretraining_pairs_min"],
@@ -124,35 +136,54 @@ def measure_seed(seed: int, out: Path, overrides: list[str]) -> dict:
             "environment": result.environment}
 
 
+def _verdict(checks: dict) -> str:
+    failed = [k for k, v in checks.items() if v is False]
+    missing = [k for k, v in checks.items() if v is None]
+    if failed:
+        return "no: " + ", ".join(failed)
+    return "yes" if not missing else "not measured: " + ", ".join(missing)
+
+
 def table(rows: list[dict]) -> str:
-    budgets = list(rows[0]["scratch_macro_auc"])
+    budgets = [b for b in ("10", "100", "1000", "all") if any(b in r["scratch_macro_auc"] for r in rows)]
     lines = ["| corpus seed | " + " | ".join(f"scratch N={b}" for b in budgets)
              + " | max finding N=100 | label agreement | floor AUC (CI) | pretraining pairs | all targets |",
              "|---|" + "---|" * (len(budgets) + 5)]
     for r in rows:
         worst = max(r["scratch_per_finding"].get("100", {"-": float("nan")}).items(), key=lambda kv: kv[1])
         fl = r["floor"]
-        lines.append(f"| {r['seed']} | " + " | ".join(f"{r['scratch_macro_auc'][b]:.3f}" for b in budgets)
+        macro = r["scratch_macro_auc"]
+        lines.append(f"| {r['seed']} | " + " | ".join(f"{macro[b]:.3f}" if b in macro else "–" for b in budgets)
                      + f" | {worst[1]:.3f} ({worst[0]}) | {r['label_agreement']:.3f} | {fl['macro_auc']:.3f} "
                      f"({fl['ci'][0]:.3f}–{fl['ci'][1]:.3f}) | {r['pretraining_pairs']:,} | "
-                     f"{'yes' if all(r['targets_met'].values()) else 'no: ' + ', '.join(k for k, v in r['targets_met'].items() if not v)} |")
+                     f"{_verdict(r['targets_met'])} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--out", default="runs/demo_seeds", help="one demo-layout folder per seed: <out>/seed<k>")
+    ap.add_argument("--out", default="runs/calibration", help="one demo-layout folder per seed: <out>/seed<k>")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read the from-scratch arm of finished demos in <out>/seed<k> (e.g. benchmarks/demo_seeds.py's "
+                    "folders) instead of running it; without it the run rewrites the folder's transfer results")
     ap.add_argument("--json", default=None)
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings, as for `radpair demo`")
+    ap.add_argument("--tabulate", nargs="+", metavar="JSON", default=None,
+                    help="only print the table of earlier --json outputs (one or several), run nothing")
     args = ap.parse_args(argv)
+    if args.tabulate:
+        rows = [r for f in args.tabulate for r in json.loads(Path(f).read_text())["seeds"].values()]
+        rows.sort(key=lambda r: r["seed"])
+        print(table(rows))
+        return 0
     rows = []
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-        rows.append(measure_seed(seed, Path(args.out) / f"seed{seed}", args.overrides))
+        rows.append(measure_seed(seed, Path(args.out) / f"seed{seed}", args.overrides, reuse=args.reuse))
         print(json.dumps({k: rows[-1][k] for k in ("seed", "scratch_macro_auc", "label_agreement", "floor",
                                                    "pretraining_pairs", "targets_met")}), flush=True)
     summary = {"targets": TARGETS, "seeds": {str(r["seed"]): r for r in rows},
-               "all_targets_met": all(all(r["targets_met"].values()) for r in rows)}
+               "all_targets_met": all(all(v is True for v in r["targets_met"].values()) for r in rows)}
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
     print(table(rows))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from radpair.data.synth.config import DIFFICULTIES
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=64, help="image size (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="generator processes")
-    p.add_argument("--difficulty", default="default", choices=["easy", "default", "hard"])
+    p.add_argument("--difficulty", default="default", choices=list(DIFFICULTIES))
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="SynthConfig overrides")
     p.add_argument("--corpus", help="reuse/create the corpus here (default: a temporary folder)")
     p.add_argument("--few", type=int, default=100, help="labels for the few-label model (default 100)")

@@ -175,6 +175,13 @@ def test_resume_past_a_shortened_schedule_and_refusals(data, tmp_path, capsys):
     other._rows_digest = "0" * 64
     with pytest.raises(ConfigError, match="rows_sha256"):
         other._resume()
+    # the same ids from another corpus (a synthetic corpus of another seed or difficulty):
+    # refused by the corpus's meta.json
+    assert Trainer(_short(data, out))._corpus_meta_sha256() is not None
+    regenerated = Trainer(_short(data, out))
+    regenerated._corpus_meta_sha256 = lambda: "1" * 64
+    with pytest.raises(ConfigError, match="corpus_meta_sha256"):
+        regenerated._resume()
 
 
 def test_config_changes_by_dotted_key():

@@ -376,6 +376,14 @@ def test_cli_smoke(tmp_path, capsys):
     assert "wrote 24 images" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("difficulty", ["classic", "hard"])
+def test_cli_accepts_every_preset(tmp_path, difficulty):
+    out = tmp_path / "corpus"
+    assert main(["synth", "--n", "6", "--size", "64", "--out", str(out), "--workers", "1",
+                 "--difficulty", difficulty, "--no-progress"]) == 0
+    assert Corpus.open(out).meta["generator"]["config"]["conspicuity"] == SynthConfig.preset(difficulty).conspicuity
+
+
 def test_unwritable_out_dir_is_a_clear_error(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -268,7 +268,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     headline = _headline(result)
     command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "radpair demo"
     notes = _notes(result, headline)
-    extra = _extra_figures(out, corpus, cfg.seed)
+    extra = _extra_figures(out, corpus, cfg.seed, with_pretraining=needs_convirt)
     pages = write_transfer_report(out, result, title="radpair demo: report-supervised pretraining on the synthetic corpus",
                                   notes=notes, extra_markdown=extra, run_dir=out / "transfer",
                                   highlight=[(a, b) for a, b in HEADLINE_PAIRS if {a, b} <= set(result.arm_keys)])
@@ -317,6 +317,8 @@ def _round(x: Any) -> float | None:
 
 
 def _notes(result, headline: dict[str, Any]) -> list[str]:
+    metric = headline["metric"].replace("_", " ").replace("macro auc", "macro AUC")
+    level = float(result.config.get("confidence", 0.95))
     lines = []
     for pair, by_budget in headline["paired"].items():
         a, b = pair.split(" - ")
@@ -329,7 +331,7 @@ def _notes(result, headline: dict[str, Any]) -> list[str]:
             verdict = ("holds" if lo is not None and lo > 0 else
                        "reversed" if hi is not None and hi < 0 else "not resolved (CI contains 0)")
             lines.append(f"N={budget}: {result.arm_label(a)} minus {result.arm_label(b)} = {p['mean_diff']:+.3f} "
-                         f"macro AUC (95% CI {lo:+.3f} to {hi:+.3f}, p = {_p(p['p_value'])}): {verdict}")
+                         f"{metric} ({level:.0%} CI {lo:+.3f} to {hi:+.3f}, p = {_p(p['p_value'])}): {verdict}")
     return lines
 
 
@@ -337,7 +339,7 @@ def _p(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
 
-def _extra_figures(out: Path, corpus: Corpus, seed: int) -> str:
+def _extra_figures(out: Path, corpus: Corpus, seed: int, with_pretraining: bool = True) -> str:
     """The pretraining loss curve and sample image-report pairs, as Markdown for the page."""
     from radpair.evaluation.run_figures import plot_loss_curve, plot_sample_grid
 
@@ -345,7 +347,7 @@ def _extra_figures(out: Path, corpus: Corpus, seed: int) -> str:
     fig_dir.mkdir(parents=True, exist_ok=True)
     parts = []
     log_file = out / "pretrain" / "metrics.jsonl"
-    if log_file.is_file():
+    if with_pretraining and log_file.is_file():  # a left-over log from an earlier run is not this run's
         plot_loss_curve(log_file, fig_dir / "pretrain_loss.png")
         parts.append("## Pretraining loss\n\n![ConVIRT pretraining loss](figures/pretrain_loss.png)\n")
     rng = np.random.default_rng(seed)

@@ -198,11 +198,25 @@ class Trainer:
             "world_size": self.dist.world_size,
             "grad_accumulation": self.cfg.train.grad_accumulation,
             "rows_sha256": self._rows_sha256(),
+            "corpus_meta_sha256": self._corpus_meta_sha256(),
         }
+
+    def _corpus_meta_sha256(self) -> str | None:
+        """The corpus's ``meta.json`` by content. Synthetic image ids do not depend on the
+        seed or the difficulty, so equal ids do not prove the same corpus; its recorded
+        generator settings (or preprocessing plan) do. Content, not file times, so a copied
+        corpus still resumes."""
+        import hashlib
+
+        meta = getattr(getattr(self.dataset, "corpus", None), "meta", None)
+        if meta is None:
+            return None
+        return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
 
     def _rows_sha256(self) -> str:
         """Which images the run trains on, in order: a resume onto other rows of the same
-        count (another subset seed, label set or corpus) is a different run."""
+        count (another subset seed or label set) is a different run. Another corpus with the
+        same ids is caught by :meth:`_corpus_meta_sha256`."""
         import hashlib
 
         if getattr(self, "_rows_digest", None) is None:
@@ -323,8 +337,10 @@ class Trainer:
         if not saved:
             return
         mine = self._position()
-        keys = ("n_items", "global_batch", "seed", "grad_accumulation", "rows_sha256")  # absent in old checkpoints
-        diff = {k: (saved[k], mine[k]) for k in keys if k in saved and saved[k] != mine[k]}
+        keys = ("n_items", "global_batch", "seed", "grad_accumulation", "rows_sha256",
+                "corpus_meta_sha256")  # absent in old checkpoints
+        diff = {k: (saved[k], mine[k]) for k in keys
+                if saved.get(k) is not None and mine.get(k) is not None and saved[k] != mine[k]}
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
             raise ConfigError(

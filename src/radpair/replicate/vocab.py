@@ -116,7 +116,8 @@ BACKBONES = ("resnet_tiny", "resnet_small", "resnet18", "resnet34", "resnet50")
 # keys of a synthetic corpus preset (n, size, seed, difficulty) and SynthConfig knobs
 CORPUS_PRESET_KEYS = ("n", "size", "seed", "difficulty", "synth")
 DIFFICULTIES = ("easy", "classic", "default", "hard")
-SYNTH_KNOBS = ("conspicuity", "noise", "anatomy_variation", "distractor_rate", "report_noise", "lateral_view_rate",
+SYNTH_KNOBS = ("conspicuity", "noise", "anatomy_variation", "distractor_rate", "distractor_illness_link",
+               "heart_size_confounding", "report_noise", "lateral_view_rate",
                "repeat_frontal_rate", "mean_studies_per_patient", "max_studies_per_patient",
                "paragraph_report_rate", "line_wrap_rate", "split_fractions")
 

@@ -616,7 +616,9 @@ def _subgroup_columns(corpus: Corpus, rows: np.ndarray, names: list[str]) -> dic
             if name == "age_band" and "age" in frame.columns:
                 age = frame["age"].to_numpy(dtype=float)[rows]
                 bands = np.array(["0-39", "40-59", "60-79", "80+"])  # sorts in age order
-                out[name] = np.where(np.isnan(age), "unknown", bands[np.digitize(np.nan_to_num(age), [40, 60, 80])])
+                band = bands[np.digitize(np.nan_to_num(age), [40, 60, 80])].astype(object)
+                band[np.isnan(age)] = None  # a missing age belongs to no band, as above
+                out[name] = band
                 break
     return out
 

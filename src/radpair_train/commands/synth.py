@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from radpair.data.synth.config import DIFFICULTIES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output corpus folder (created; an existing corpus is overwritten)")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default 2; 1 = in-process)")
-    p.add_argument("--difficulty", default="default", choices=["easy", "default", "hard"],
+    p.add_argument("--difficulty", default="default", choices=list(DIFFICULTIES),
                    help="preset of image conspicuity, noise and report-error knobs (default: default)")
     p.add_argument("--config", help="YAML file with SynthConfig keys applied on top of the preset")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

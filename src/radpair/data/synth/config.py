@@ -54,8 +54,9 @@ class SynthConfig:
     the breath and the projection, 0..3. Real cardiomegaly is read against these: a
     shallow inspiration or a portable AP film makes a normal heart look enlarged. At 1 the
     apparent cardiothoracic ratio is scaled by ``1 + 1.5 * v``, with ``v`` the film's
-    shallowness of breath (about -0.08..0.13, AP films shallower), so a normal heart of
-    CTR 0.47 can look like 0.55; the label stays the true CTR. 0 draws the true size."""
+    shallowness of breath: at the default ``anatomy_variation`` of 1.5 about -0.11..0.11 on
+    PA films and -0.01..0.21 on AP films (mean 0.10), so a normal heart of CTR 0.47 can look
+    like 0.62 on a shallow AP film; the label stays the true CTR. 0 draws the true size."""
     report_noise: float = 0.08
     """Probability that a drawn finding is omitted, hedged or negated in the report text
     (weighted by how subtle the finding is); mis-grading and false mentions scale with it."""
