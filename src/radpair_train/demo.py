@@ -56,7 +56,7 @@ def _default_pretrain() -> PretrainConfig:
         method=MethodConfig(name="convirt", temperature=0.1, learn_temperature=True, lambda_image_to_text=0.75,
                             projection_dim=128),
         optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_steps=50, schedule="cosine"),
-        # 6 epochs over the 20,000 training pairs of the default corpus: the same ~1,900 steps
+        # 6 epochs over the ~20,000 training pairs of the default corpus (19,987 on seed 0): the ~1,900 steps
         # the earlier 24 epochs over 4,800 pairs took
         train=TrainConfig(epochs=6, log_every=10, checkpoint_every=200, seed=0),
     )
@@ -79,7 +79,8 @@ class DemoConfig:
 
     seed: int = 0
     n_images: int = 25000
-    """25,000 images: 20,000 image-report pairs in the train split to pretrain on (issue 10)."""
+    """25,000 images: about 20,000 image-report pairs in the train split to pretrain on (19,987 on
+    seed 0; the split is by patient, so the share varies a little with the seed; issue 10)."""
     image_size: int = 64
     workers: int = 2
     difficulty: str = "default"
