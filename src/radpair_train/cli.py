@@ -25,6 +25,7 @@ COMMANDS = [
     "pretrain",
     "transfer",
     "probe",
+    "evaluate",
     "replicate",
     "sections",
     "label",

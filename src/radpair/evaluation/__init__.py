@@ -15,6 +15,11 @@ Modules, one job each:
   engine's ``data.subset_size``); :mod:`radpair.transfer.subsets` is the patient-level,
   manifest-backed version the transfer protocol uses.
 * :mod:`~radpair.evaluation.features` - frozen-encoder feature extraction.
+* :mod:`~radpair.evaluation.joint` - a finished joint-embedding run (encoders, projection
+  heads, tokenizer) loaded for evaluation; :mod:`~radpair.evaluation.retrieval` -
+  image<->text Recall@K and median rank with chance rates; :mod:`~radpair.evaluation.zeroshot`
+  - classification from prompt files, prompt sets chosen on validation only
+  (``docs/retrieval.md``).
 * :mod:`~radpair.evaluation.probe` - per-class L2 logistic-regression probe with grouped CV.
 * :mod:`~radpair.evaluation.transfer_page` - the results page of a transfer study;
   :mod:`~radpair.evaluation.run_figures` - loss curves and sample grids (matplotlib,

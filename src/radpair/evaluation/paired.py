@@ -142,7 +142,7 @@ class BootstrapDraws:
 
 
 # ---- paired differences -----------------------------------------------------------------------
-def _p_value(diffs: np.ndarray) -> float:
+def bootstrap_p_value(diffs: np.ndarray) -> float:
     """Two-sided bootstrap p of "difference = 0": 2 x the smaller tail share, floored at 1/(B+1).
 
     Identical arms (every replicate difference exactly 0) get 1.0: there is no evidence
@@ -155,6 +155,9 @@ def _p_value(diffs: np.ndarray) -> float:
         return 1.0
     p = 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0)))
     return float(min(1.0, max(p, 1.0 / (d.size + 1))))
+
+
+_p_value = bootstrap_p_value  # the earlier private name
 
 
 def _percentile_ci(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -334,7 +337,7 @@ def paired_difference(
         lo, hi = _percentile_ci(d, confidence)
         point = float(ma.values[metric]) - float(mb.values[metric])
         per_repeat.append(
-            RepeatDifference(r, float(ma.values[metric]), float(mb.values[metric]), point, lo, hi, _p_value(d),
+            RepeatDifference(r, float(ma.values[metric]), float(mb.values[metric]), point, lo, hi, bootstrap_p_value(d),
                              int(np.isfinite(d).sum()))
         )
         diffs.append(d)
@@ -364,7 +367,7 @@ def paired_difference(
         mean_diff=mean_diff,
         ci_low=lo,
         ci_high=hi,
-        p_value=_p_value(pooled),
+        p_value=bootstrap_p_value(pooled),
         n_valid=int(np.isfinite(pooled).sum()),
         t_ci_low=t_lo,
         t_ci_high=t_hi,

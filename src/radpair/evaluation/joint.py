@@ -1,0 +1,309 @@
+"""A finished joint-embedding run, loaded for evaluation: images and texts in one space.
+
+A run folder written by ``radpair pretrain`` (or ``radpair demo``) holds ``config.yaml``,
+the exported ``image_encoder.safetensors`` and ``text_encoder.safetensors``, and
+``checkpoints/``. The encoders come from the exported files; the projection heads (and a
+learned temperature), which only the checkpoints hold, come from the checkpoint of the
+same step as the export, and that checkpoint's encoder weights must equal the exported
+ones, so the heads always belong to the encoders they are used with.
+
+Embedding is deterministic: eval mode (no dropout, batch-norm running statistics), no
+gradients, fixed batches, nothing drawn at random; the caller's global RNG is left as it
+was. Texts go through the run's section policy (``data.text_sections``), tokenizer and
+``text_encoder.max_length``, exactly as in training; prompts can skip the section policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from radpair.errors import ConfigError, DataError
+
+CONFIG_FILE = "config.yaml"
+IMAGE_WEIGHTS = "image_encoder.safetensors"
+TEXT_WEIGHTS = "text_encoder.safetensors"
+_STEP = re.compile(r"^step-(\d+)\.pt$")
+
+
+@dataclass
+class JointRun:
+    """A loaded run: ``model`` has ``embed_images(images)`` and ``embed_texts(ids, mask)``."""
+
+    root: Path
+    config: dict[str, Any]
+    model: nn.Module
+    tokenizer: Any
+    tokenizer_path: Path
+    text_sections: str
+    max_length: int
+    step: int
+    checkpoint: Path
+    device: torch.device
+    image_size: list[int] | None = None
+    input_meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", {}).get("name", "?"))
+
+    @property
+    def temperature(self) -> float:
+        """The run's InfoNCE temperature (learned, when the run learned it)."""
+        log_t = getattr(self.model, "log_temperature", None)
+        if isinstance(log_t, torch.Tensor):
+            return float(log_t.detach().exp().cpu())
+        return float(self.config.get("method", {}).get("temperature", 0.1))
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": str(self.root), "method": self.method, "step": self.step, "checkpoint": str(self.checkpoint),
+                "tokenizer": str(self.tokenizer_path), "text_sections": self.text_sections,
+                "max_length": self.max_length, "temperature": self.temperature}
+
+
+def _read_config(root: Path) -> dict[str, Any]:
+    from radpair.config import read_yaml_mapping
+    from radpair.models.export import read_safetensors_metadata
+
+    path = root / CONFIG_FILE
+    if path.is_file():
+        return read_yaml_mapping(path, "run config")
+    weights = root / IMAGE_WEIGHTS
+    if weights.is_file():  # the export carries the run's config too
+        meta = read_safetensors_metadata(weights)
+        if isinstance(meta.get("config"), dict):
+            return meta["config"]
+    raise DataError(f"{root}: not a run folder (no {CONFIG_FILE}); pass the output folder of `radpair pretrain`")
+
+
+def _tokenizer_path(root: Path, config: dict[str, Any], tokenizer: str | Path | None) -> Path:
+    if tokenizer is not None:
+        path = Path(tokenizer)
+        if not path.is_dir():
+            raise DataError(f"tokenizer folder {str(path)!r} (--tokenizer) does not exist")
+        return path
+    text = config.get("text_encoder") or {}
+    for key in ("tokenizer", "pretrained"):
+        value = text.get(key)
+        if not value:
+            continue
+        path = Path(value)
+        for candidate in (path, root / path):  # a relative path: from where training ran, or the run folder
+            if candidate.is_dir():
+                return candidate
+        raise DataError(f"tokenizer folder {value!r} recorded in {root / CONFIG_FILE} (text_encoder.{key}) does not "
+                        "exist here; pass the tokenizer the run was trained with (--tokenizer DIR)")
+    raise DataError(f"{root / CONFIG_FILE} records no tokenizer (text_encoder.tokenizer is empty); "
+                    "pass --tokenizer DIR")
+
+
+def _weights_file(root: Path, name: str, what: str) -> Path:
+    path = root / name
+    if not path.is_file():
+        raise DataError(f"{root}: no {name} (the {what} exported when `radpair pretrain` finishes); "
+                        f"is the run finished, and is it a joint image-text method?")
+    return path
+
+
+def _checkpoint_of_step(root: Path, step: int) -> Path:
+    folder = root / "checkpoints"
+    path = folder / f"step-{step:08d}.pt"
+    if path.is_file():
+        return path
+    found = sorted(int(m.group(1)) for p in folder.glob("step-*.pt") if (m := _STEP.match(p.name))) \
+        if folder.is_dir() else []
+    raise DataError(f"{path} does not exist: the projection heads are only saved in checkpoints, and the encoders "
+                    f"were exported at step {step} (checkpoints present: {found or 'none'})")
+
+
+def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
+                   device: str | torch.device = "cpu") -> JointRun:
+    """Load the encoders, projections and tokenizer of a finished run folder onto ``device``."""
+    from radpair.config import from_dict
+    from radpair.models.config import ImageEncoderConfig, MethodConfig, TextEncoderConfig
+    from radpair.models.export import load_encoder_weights, read_safetensors_metadata
+    from radpair.models.methods import build_method
+    from radpair.text import load_tokenizer
+
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise DataError(f"run folder {str(root)!r} does not exist")
+    config = _read_config(root)
+    method_cfg = from_dict(MethodConfig, config.get("method"), "method")
+    image_cfg = from_dict(ImageEncoderConfig, config.get("image_encoder"), "image_encoder")
+    text_cfg = from_dict(TextEncoderConfig, config.get("text_encoder"), "text_encoder")
+    image_cfg.weights = None  # the run's start weights are not needed: the export replaces them
+    image_path = _weights_file(root, IMAGE_WEIGHTS, "image encoder")
+    text_path = _weights_file(root, TEXT_WEIGHTS, "text encoder")
+    tok_path = _tokenizer_path(root, config, tokenizer)
+    tok = load_tokenizer(tok_path)
+
+    from safetensors import safe_open
+
+    with safe_open(str(text_path), framework="pt") as fh:
+        key = next((k for k in fh.keys() if k.endswith("word_embeddings.weight")), None)
+        trained_vocab = fh.get_slice(key).get_shape()[0] if key else None
+    if trained_vocab is not None and trained_vocab != len(tok):
+        raise DataError(f"tokenizer {str(tok_path)!r} has {len(tok)} tokens but {text_path} was trained with "
+                        f"{trained_vocab}: pass the tokenizer the run was trained with (--tokenizer DIR)")
+
+    with torch.random.fork_rng(devices=[]):  # building draws an initialisation we then overwrite
+        model = build_method(method_cfg, image_cfg, text_cfg, tok)
+    if not (hasattr(model, "embed_images") and hasattr(model, "embed_texts")):
+        raise ConfigError(f"{root}: method {method_cfg.name!r} learns no joint image-text embedding "
+                          "(it has no embed_images/embed_texts); retrieval and zero-shot need one")
+    load_encoder_weights(model.image_encoder, image_path)
+    load_encoder_weights(model.text_encoder, text_path)
+    meta = read_safetensors_metadata(image_path)
+    step = int(meta.get("step", -1))
+    ckpt_path = _checkpoint_of_step(root, step)
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = state["model"]
+    except Exception as exc:  # truncated zip, missing key, bad pickle opcode
+        raise DataError(f"{ckpt_path}: not a readable radpair checkpoint ({type(exc).__name__}: {exc})") from None
+    own = model.state_dict()
+    for name, tensor in saved.items():
+        if name.startswith(("image_encoder.", "text_encoder.")) and name in own:
+            if own[name].shape != tensor.shape or not torch.equal(own[name], tensor.to(own[name].dtype)):
+                raise DataError(f"{ckpt_path}: its {name} differs from the exported encoder ({image_path.name}, "
+                                f"{text_path.name}); the export and the checkpoint belong to different runs")
+    heads = {k: v for k, v in saved.items() if not k.startswith(("image_encoder.", "text_encoder."))}
+    missing = [k for k in own if not k.startswith(("image_encoder.", "text_encoder.")) and k not in heads]
+    if missing:
+        raise DataError(f"{ckpt_path}: lacks {missing[:4]} (the projection heads of method {method_cfg.name!r})")
+    try:
+        model.load_state_dict(heads, strict=False)
+    except RuntimeError as exc:
+        why = str(exc).splitlines()[-1].strip()
+        raise DataError(f"{ckpt_path}: heads do not fit the run's config ({why})") from None
+    dev = torch.device(device)
+    model.to(dev).eval()
+    data = config.get("data") or {}
+    return JointRun(root=root, config=config, model=model, tokenizer=tok, tokenizer_path=tok_path,
+                    text_sections=str(data.get("text_sections", "full")), max_length=int(text_cfg.max_length),
+                    step=step, checkpoint=ckpt_path, device=dev, image_size=meta.get("image_size"),
+                    input_meta=meta)
+
+
+class _ImageTower(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_images(images)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def input_problems(run: JointRun, corpus) -> list[str]:
+    """Ways in which ``corpus``'s images are prepared differently from the run's training
+    images (size, normalisation, pixel scaling); each is warned about and recorded."""
+    import warnings
+
+    from radpair.models.export import input_mismatches
+
+    problems = input_mismatches(run.input_meta, corpus)
+    for problem in problems:
+        warnings.warn(f"{corpus.root} differs from the training images of {run.root}: {problem}", stacklevel=2)
+    return problems
+
+
+def embed_images(run: JointRun, corpus, rows: Sequence[int] | np.ndarray, batch_size: int = 256,
+                 progress: bool = False) -> np.ndarray:
+    """(N, D) L2-normalised image embeddings of corpus image rows ``rows`` (``image_index`` values)."""
+    from radpair.evaluation.features import extract_features
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = extract_features(_ImageTower(run.model), corpus.images, batch_size=batch_size, device=run.device,
+                           indices=rows, progress=progress)
+    return l2_normalise(out)
+
+
+def text_tokens(run: JointRun, texts: Sequence[str], sections: bool = True):
+    """:class:`~radpair.data.pairs.TokenTable` of ``texts`` as the run tokenised its text field."""
+    from radpair.data.pairs import tokenize_texts
+
+    return tokenize_texts(list(texts), run.tokenizer, run.max_length, run.text_sections if sections else "full")
+
+
+def embed_tokens(run: JointRun, tokens, batch_size: int = 256) -> np.ndarray:
+    """(N, D) L2-normalised text embeddings of a token table."""
+    n = len(tokens.lengths)
+    chunks: list[np.ndarray] = []
+    with _eval(run.model), torch.inference_mode():
+        for start in range(0, n, batch_size):
+            items = np.arange(start, min(n, start + batch_size))
+            ids, mask = tokens.batch(items)
+            emb = run.model.embed_texts(ids.to(run.device), mask.to(run.device))
+            chunks.append(emb.float().cpu().numpy())
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return l2_normalise(np.concatenate(chunks, axis=0))
+
+
+def embed_texts(run: JointRun, texts: Sequence[str], batch_size: int = 256, sections: bool = True) -> np.ndarray:
+    """(N, D) L2-normalised embeddings of report texts (``sections=False``: prompts, read whole)."""
+    return embed_tokens(run, text_tokens(run, texts, sections), batch_size)
+
+
+def text_keys(run: JointRun, texts: Sequence[str], sections: bool = True) -> np.ndarray:
+    """(N,) integer codes, equal exactly when two reports' texts are identical after the run's
+    section policy (``sections=False``: texts already selected) and its tokenizer's
+    normalisation (case, accents, control characters), runs of whitespace counting as one
+    space. Truncation to ``max_length`` is not applied: texts that differ only beyond it
+    embed identically and are scored as ties, not as matches."""
+    import pandas as pd
+
+    from radpair.data.pairs import select_report_text
+
+    selected = select_report_text(list(texts), run.text_sections) if sections else list(texts)
+    backend = getattr(run.tokenizer, "backend_tokenizer", None)
+    normalizer = getattr(backend, "normalizer", None) if backend is not None else None
+    if normalizer is not None:
+        norm = [" ".join(normalizer.normalize_str(t).split()) for t in selected]
+    else:
+        norm = [" ".join(t.split()) for t in selected]
+    codes, _ = pd.factorize(pd.Series(norm, dtype=object))
+    return codes.astype(np.int64)
+
+
+@contextlib.contextmanager
+def _eval(module: nn.Module):
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+
+
+__all__ = ["JointRun", "input_problems", "embed_images", "embed_texts", "embed_tokens", "l2_normalise",
+           "load_joint_run", "text_keys", "text_tokens"]
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN / inf floats as None and numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
