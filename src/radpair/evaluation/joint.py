@@ -15,7 +15,6 @@ was. Texts go through the run's section policy (``data.text_sections``), tokeniz
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from radpair.errors import ConfigError, DataError
+from radpair.transfer.heads import eval_mode
 
 CONFIG_FILE = "config.yaml"
 IMAGE_WEIGHTS = "image_encoder.safetensors"
@@ -244,7 +244,7 @@ def embed_tokens(run: JointRun, tokens, batch_size: int = 256) -> np.ndarray:
     """(N, D) L2-normalised text embeddings of a token table."""
     n = len(tokens.lengths)
     chunks: list[np.ndarray] = []
-    with _eval(run.model), torch.inference_mode():
+    with eval_mode(run.model), torch.inference_mode():
         for start in range(0, n, batch_size):
             items = np.arange(start, min(n, start + batch_size))
             ids, mask = tokens.batch(items)
@@ -281,18 +281,7 @@ def text_keys(run: JointRun, texts: Sequence[str], sections: bool = True) -> np.
     return codes.astype(np.int64)
 
 
-@contextlib.contextmanager
-def _eval(module: nn.Module):
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, mode in modes:
-            m.train(mode)
-
-
-__all__ = ["JointRun", "input_problems", "embed_images", "embed_texts", "embed_tokens", "l2_normalise",
+__all__ = ["save_result", "JointRun", "input_problems", "embed_images", "embed_texts", "embed_tokens", "l2_normalise",
            "load_joint_run", "text_keys", "text_tokens"]
 
 
@@ -307,3 +296,15 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def save_result(out: str | Path, stem: str, data: dict[str, Any], markdown: str) -> dict[str, Path]:
+    """``<out>/<stem>.json`` (strict JSON) and ``<out>/<stem>.md``, for every evaluation result."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md"}
+    paths["json"].write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    paths["markdown"].write_text(markdown)
+    return paths

@@ -26,7 +26,6 @@ raise the measured one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -180,14 +179,9 @@ class RetrievalResult:
         return "\n".join(lines) + "\n"
 
     def save(self, out: str | Path) -> dict[str, Path]:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "retrieval.json", "markdown": out / "retrieval.md"}
-        from radpair.evaluation.joint import json_safe
+        from radpair.evaluation.joint import save_result
 
-        paths["json"].write_text(json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n")
-        paths["markdown"].write_text(self.to_markdown())
-        return paths
+        return save_result(out, "retrieval", self.to_dict(), self.to_markdown())
 
 
 def evaluate_retrieval(

@@ -24,7 +24,6 @@ also reported against 0.5 (its difference, CI and two-sided bootstrap p).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,14 +225,9 @@ class ZeroShotResult:
         return "\n".join(lines) + "\n"
 
     def save(self, out: str | Path) -> dict[str, Path]:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "zeroshot.json", "markdown": out / "zeroshot.md"}
-        from radpair.evaluation.joint import json_safe
+        from radpair.evaluation.joint import save_result
 
-        paths["json"].write_text(json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n")
-        paths["markdown"].write_text(self.to_markdown())
-        return paths
+        return save_result(out, "zeroshot", self.to_dict(), self.to_markdown())
 
 
 def _rows(corpus, split: str, views: Sequence[str] | None) -> np.ndarray:
