@@ -89,6 +89,33 @@ def test_report_labels_agree_with_truth_mostly(synth):
     assert abnormal.y[:, 0].tolist() == (truth.y.max(axis=1)).tolist()
 
 
+def test_without_chexpert_phrase_lists_the_fallback_stands_in_loudly(synth, monkeypatch, tmp_path):
+    """A fresh machine has no chexpert-labeler checkout: report labels must still come out,
+    from radpair's own rules, announced, and a labeler with no fallback must fail clearly."""
+    import radpair.reports.labeling.chexpert as chexpert
+    from radpair.tasks.spec import raw_labels
+
+    spec = load_task("findings7")
+    rows = np.arange(len(synth.index))
+    with_phrases = chexpert.candidate_dirs("../shared/data/chexpert_labeler")
+    monkeypatch.delenv(chexpert.ENV_VAR, raising=False)
+    monkeypatch.setattr(chexpert, "candidate_dirs", lambda default_rel: [tmp_path / "none"])
+    with pytest.warns(UserWarning, match="fallback labelers .*chestxray14"):
+        values, where = raw_labels(synth, spec, "report", rows)
+    assert "chestxray14" in where and "CheXpert phrase lists not found" in where
+    truth = task_labels(synth, spec, "truth", rows)
+    y = np.where(np.isnan(values), 0.0, values)
+    assert ((y == 1) == (truth.y == 1)).mean() > 0.85  # the rules still read the reports
+    spec.report["cardiomegaly"].fallback = None
+    with pytest.raises(ConfigError, match="cardiomegaly.*CheXpert phrase lists not found"):
+        raw_labels(synth, spec, "report", rows)
+    if any((d / "phrases" / "mention").is_dir() for d in with_phrases):  # the real lists agree closely
+        monkeypatch.undo()
+        real, _ = raw_labels(synth, load_task("findings7"), "report", rows)
+        same = (np.nan_to_num(real, nan=-9) == np.nan_to_num(values, nan=-9))[:, 1:6]
+        assert same.mean() >= 0.97
+
+
 def test_ordinal_task_to_a_binary_loss_fails_clearly(synth):
     bad = load_task("findings7").with_sources("truth", "truth")
     bad.columns = ["edema_severity"]

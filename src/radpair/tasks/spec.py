@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from radpair.config import from_dict
+from radpair.config import from_dict, to_dict
 from radpair.errors import ConfigError, DataError, unknown_choice_message
 from radpair.tasks.schema import LabelSchema, SchemaKind, TaskLabels
 
@@ -38,6 +38,15 @@ class ReportColumn:
     labeler: str
     column: str
     threshold: float | None = None
+    fallback: dict[str, Any] | None = None
+    """Another ``{labeler, column, threshold}`` for when this labeler's resources are not
+    installed (the CheXpert phrase lists come from a chexpert-labeler checkout that radpair
+    does not ship). Using it is announced and written into the label-source description,
+    and its labels differ, so cached results keyed on the labels are never mixed up."""
+
+    def __post_init__(self) -> None:
+        if self.fallback is not None:
+            self.fallback = to_dict(_as(ReportColumn, self.fallback, f"fallback of {self.labeler}:{self.column}"))
 
 
 @dataclass
@@ -218,28 +227,56 @@ def resolve_split(corpus, name: str) -> str:
     raise DataError(f"{corpus.root}: no {name!r} split (splits: {sorted(present)})")
 
 
-def _report_labels(texts: Sequence[str], spec: TaskSpec, columns: Sequence[str]) -> np.ndarray:
-    """Run each needed labeler once per distinct report text; (N, len(columns)) floats."""
+def _report_labels(texts: Sequence[str], spec: TaskSpec, columns: Sequence[str]) -> tuple[np.ndarray, str]:
+    """Run each needed labeler once per distinct report text; (N, len(columns)) floats and a
+    note naming any fallback labeler that stood in for one whose resources are missing."""
+    import warnings
+
     from radpair.reports.labeling import get_labeler
 
     texts = pd.Series(list(texts), dtype=object).fillna("").astype(str)
     codes, uniques = pd.factorize(texts)
     out = np.full((len(texts), len(columns)), np.nan)
     by_labeler: dict[str, pd.DataFrame] = {}
+    unavailable: dict[str, str] = {}
+    stand_ins: list[str] = []
+
+    def labelled(name: str) -> pd.DataFrame | None:
+        if name not in by_labeler and name not in unavailable:
+            try:
+                by_labeler[name] = get_labeler(name).label_many(list(uniques))
+            except ConfigError as exc:
+                unavailable[name] = str(exc)
+        return by_labeler.get(name)
+
     for j, col in enumerate(columns):
         rc = spec.report[col]
-        if rc.labeler not in by_labeler:
-            by_labeler[rc.labeler] = get_labeler(rc.labeler).label_many(list(uniques))
-        frame = by_labeler[rc.labeler]
-        if rc.column not in frame.columns:
-            raise ConfigError(f"task {spec.name!r}: labeler {rc.labeler!r} has no column {rc.column!r} "
+        frame = labelled(rc.labeler)
+        if frame is None:
+            if not rc.fallback:
+                raise ConfigError(f"task {spec.name!r}, column {col!r}: {unavailable[rc.labeler]}")
+            rc_used = ReportColumn(**rc.fallback)
+            frame = labelled(rc_used.labeler)
+            if frame is None:
+                raise ConfigError(f"task {spec.name!r}, column {col!r}: {unavailable[rc.labeler]}; its fallback "
+                                  f"failed too: {unavailable[rc_used.labeler]}")
+            stand_ins.append(f"{col} <- {rc_used.labeler}:{rc_used.column}")
+        else:
+            rc_used = rc
+        if rc_used.column not in frame.columns:
+            raise ConfigError(f"task {spec.name!r}: labeler {rc_used.labeler!r} has no column {rc_used.column!r} "
                               f"(columns: {list(frame.columns)})")
-        values = pd.to_numeric(frame[rc.column], errors="coerce").to_numpy(dtype=np.float64)
-        if rc.threshold is not None:
+        values = pd.to_numeric(frame[rc_used.column], errors="coerce").to_numpy(dtype=np.float64)
+        if rc_used.threshold is not None:
             known = ~np.isnan(values)
-            values = np.where(known, (values >= rc.threshold).astype(np.float64), np.nan)
+            values = np.where(known, (values >= rc_used.threshold).astype(np.float64), np.nan)
         out[:, j] = values[codes]
-    return out
+    note = ""
+    if stand_ins:
+        missing = "; ".join(f"{k}: {v.split(';')[0]}" for k, v in unavailable.items())
+        note = f"fallback labelers ({', '.join(stand_ins)}) because {missing}"
+        warnings.warn(f"task {spec.name!r}: {note}", stacklevel=3)
+    return out, note
 
 
 def raw_labels(corpus, spec: TaskSpec, source: str, rows: np.ndarray, columns: Sequence[str] | None = None
@@ -270,7 +307,8 @@ def raw_labels(corpus, spec: TaskSpec, source: str, rows: np.ndarray, columns: S
         where = f"{corpus.root / 'index.csv'}: "
     elif source == "report":
         texts = corpus.index["report"].to_numpy()[rows]
-        return _report_labels(texts, spec, columns), f"{corpus.root / 'index.csv'} (report text, radpair labelers): "
+        values, note = _report_labels(texts, spec, columns)
+        return values, f"{corpus.root / 'index.csv'} (report text, radpair labelers{'; ' + note if note else ''}): "
     else:
         raise ConfigError(unknown_choice_message("label source", source, LABEL_SOURCES))
     missing = [c for c in columns if c not in frame.columns]
