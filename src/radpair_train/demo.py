@@ -320,7 +320,7 @@ def _round(x: Any) -> float | None:
 def _notes(result, headline: dict[str, Any]) -> list[str]:
     metric = headline["metric"].replace("_", " ").replace("macro auc", "macro AUC")
     level = float(result.config.get("confidence", 0.95))
-    lines = []
+    lines = [f"report labels: {n}" for n in result.task.get("label_notes", [])]
     for pair, by_budget in headline["paired"].items():
         a, b = pair.split(" - ")
         for budget, p in by_budget.items():

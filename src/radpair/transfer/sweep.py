@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ class TaskData:
     patients: np.ndarray  # for every corpus row
     image_ids: np.ndarray
     image_index: np.ndarray  # corpus row -> row of images.npy
+    label_notes: tuple[str, ...] = ()  # e.g. a fallback labeler that stood in; results record them
 
 
 def _sha(obj: Any) -> str:
@@ -134,16 +136,21 @@ def load_task_data(corpus: Corpus, spec: TaskSpec, views: list[str] | None) -> T
         return rows
 
     train_rows, val_rows, test_rows = rows_of(spec.train_split), rows_of(spec.validate_split), rows_of(spec.test_split)
-    train = task_labels(corpus, spec, spec.train_labels, train_rows)
-    val = task_labels(corpus, spec, spec.train_labels, val_rows)
-    test = task_labels(corpus, spec, spec.test_labels, test_rows, test=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train = task_labels(corpus, spec, spec.train_labels, train_rows)
+        val = task_labels(corpus, spec, spec.train_labels, val_rows)
+        test = task_labels(corpus, spec, spec.test_labels, test_rows, test=True)
+    notes = tuple(dict.fromkeys(str(w.message) for w in caught))
+    for note in notes:  # once each, not once per split
+        warnings.warn(note, stacklevel=2)
     usable = test.usable_rows
     if not usable.any():
         raise DataError(f"{corpus.root}: no test image has a usable {spec.test_labels!r} label for task {spec.name!r}")
     test_rows, test = test_rows[usable], test.take(np.flatnonzero(usable))
     return TaskData(spec, train_rows, val_rows, test_rows, train, val, test,
                     index["patient_id"].astype(str).to_numpy(), index["image_id"].astype(str).to_numpy(),
-                    index["image_index"].to_numpy(dtype=np.int64))
+                    index["image_index"].to_numpy(dtype=np.int64), notes)
 
 
 # ---- 2. subsets ---------------------------------------------------------------------------------
@@ -685,7 +692,8 @@ def _score(cfg: TransferConfig, spec: TaskSpec, data: TaskData, arms: list[Arm],
                  "labels": spec.test_labels, "n_bootstrap": cfg.n_bootstrap,
                  "positives": _positives(data.test), "sha256": _sha(data.image_ids[data.test_rows].tolist())}
     return TransferResult(
-        task={**spec.to_dict(), "views": spec.views if cfg.views is None else cfg.views},
+        task={**spec.to_dict(), "views": spec.views if cfg.views is None else cfg.views,
+              "label_notes": list(data.label_notes)},
         class_names=names, arms=[a.to_dict() for a in arms], budgets=budgets, repeats=cfg.repeats,
         config=to_dict(cfg), subsets=subsets_info, cells=out_cells, summaries=summaries, paired=paired,
         test=test_info, environment=_environment(corpus))
