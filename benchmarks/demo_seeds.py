@@ -58,7 +58,7 @@ def tabulate(rows: list[dict]) -> str:
             for x in budgets:
                 d = p.get(x)
                 cells.append("–" if not d else f"{_fmt(d['mean_diff'], sign=True)} ({_fmt(d['ci'][0], sign=True)} to "
-                                                 f"{_fmt(d['ci'][1], sign=True)}), p={_fmt(d['p_value'], 2)}")
+                                                 f"{_fmt(d['ci'][1], sign=True)}), p={_fmt(d['p_value'], 3)}")
             lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
