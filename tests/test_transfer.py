@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from radpair.errors import ConfigError, DataError
+from radpair.errors import ConfigError, DataError, LabelFallbackWarning
 from radpair.tasks import LabelSchema, load_task, task_labels
 from radpair.transfer import Budget, SubsetManifest, TransferConfig, parse_budgets, run_transfer
 from radpair.transfer.subsets import draw_rows
@@ -100,12 +100,17 @@ def test_without_chexpert_phrase_lists_the_fallback_stands_in_loudly(synth, monk
     with_phrases = chexpert.candidate_dirs("../shared/data/chexpert_labeler")
     monkeypatch.delenv(chexpert.ENV_VAR, raising=False)
     monkeypatch.setattr(chexpert, "candidate_dirs", lambda default_rel: [tmp_path / "none"])
-    with pytest.warns(UserWarning, match="fallback labelers .*chestxray14"):
+    with pytest.warns(LabelFallbackWarning, match="fallback labelers .*chestxray14"):
         values, where = raw_labels(synth, spec, "report", rows)
     assert "chestxray14" in where and "CheXpert phrase lists not found" in where
     truth = task_labels(synth, spec, "truth", rows)
     y = np.where(np.isnan(values), 0.0, values)
     assert ((y == 1) == (truth.y == 1)).mean() > 0.85  # the rules still read the reports
+    for name in ("abnormal", "consolidation", "chexpert8"):  # every built-in fallback column exists
+        other = load_task(name)
+        if any(rc.fallback for rc in other.report.values()):
+            with pytest.warns(LabelFallbackWarning):
+                raw_labels(synth, other, "report", rows[:50])
     spec.report["cardiomegaly"].fallback = None
     with pytest.raises(ConfigError, match="cardiomegaly.*CheXpert phrase lists not found"):
         raw_labels(synth, spec, "report", rows)

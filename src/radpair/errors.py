@@ -29,5 +29,15 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; raised before any work starts."""
 
 
+class ResourceMissing(ConfigError):
+    """A labeler's (or other component's) external resource is not installed here, e.g. the
+    CheXpert phrase lists that radpair does not ship. Callers with a declared fallback catch
+    exactly this; every other configuration error still stops the run."""
+
+
+class LabelFallbackWarning(UserWarning):
+    """A task's fallback labeler stood in for one whose resources are missing."""
+
+
 class DataError(ValueError):
     """Input data is malformed; the message names the file and the problem."""

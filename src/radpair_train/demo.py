@@ -279,6 +279,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
         "corpus": {"root": str(corpus.root), "n_images": len(corpus), "image_size": list(corpus.image_size),
                    "seed": cfg.seed, "report_agreement": corpus.meta.get("report_agreement")},
         "task": result.task.get("name"),
+        "label_notes": result.task.get("label_notes", []),
         "headline": headline,
         "transfer_results": str(out / "transfer" / "results.json"),
         "stage_seconds": stages.times,

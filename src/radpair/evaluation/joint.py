@@ -77,7 +77,10 @@ def _read_config(root: Path) -> dict[str, Any]:
         return read_yaml_mapping(path, "run config")
     weights = root / IMAGE_WEIGHTS
     if weights.is_file():  # the export carries the run's config too
-        meta = read_safetensors_metadata(weights)
+        try:
+            meta = read_safetensors_metadata(weights)
+        except Exception as exc:  # noqa: BLE001 - name the file whatever went wrong
+            raise DataError(f"{weights}: cannot read its export metadata ({exc})") from None
         if isinstance(meta.get("config"), dict):
             return meta["config"]
     raise DataError(f"{root}: not a run folder (no {CONFIG_FILE}); pass the output folder of `radpair pretrain`")
@@ -147,9 +150,12 @@ def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
 
     from safetensors import safe_open
 
-    with safe_open(str(text_path), framework="pt") as fh:
-        key = next((k for k in fh.keys() if k.endswith("word_embeddings.weight")), None)
-        trained_vocab = fh.get_slice(key).get_shape()[0] if key else None
+    try:
+        with safe_open(str(text_path), framework="pt") as fh:
+            key = next((k for k in fh.keys() if k.endswith("word_embeddings.weight")), None)
+            trained_vocab = fh.get_slice(key).get_shape()[0] if key else None
+    except Exception as exc:  # safetensors raises its own error type, without the path
+        raise DataError(f"{text_path}: not a readable safetensors file ({exc})") from None
     if trained_vocab is not None and trained_vocab != len(tok):
         raise DataError(f"tokenizer {str(tok_path)!r} has {len(tok)} tokens but {text_path} was trained with "
                         f"{trained_vocab}: pass the tokenizer the run was trained with (--tokenizer DIR)")
@@ -161,8 +167,14 @@ def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
                           "(it has no embed_images/embed_texts); retrieval and zero-shot need one")
     load_encoder_weights(model.image_encoder, image_path)
     load_encoder_weights(model.text_encoder, text_path)
-    meta = read_safetensors_metadata(image_path)
-    step = int(meta.get("step", -1))
+    try:
+        meta = read_safetensors_metadata(image_path)
+    except Exception as exc:  # noqa: BLE001 - a corrupt header or non-JSON metadata; name the file
+        raise DataError(f"{image_path}: cannot read its export metadata ({exc})") from None
+    if "step" not in meta:
+        raise DataError(f"{image_path}: export metadata has no 'step'; export it with `radpair pretrain` "
+                        "so the matching checkpoint (projection heads, temperature) can be found")
+    step = int(meta["step"])
     ckpt_path = _checkpoint_of_step(root, step)
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)

@@ -303,6 +303,11 @@ def evaluate_zeroshot(
     sides = prompt_embeddings(run, pf, classes, batch_size)
 
     # 1. validate: choose each class's prompt set and the decision thresholds
+    from radpair.tasks import resolve_split
+
+    if resolve_split(corpus, spec.validate_split) == resolve_split(corpus, spec.test_split):
+        raise ConfigError(f"task {spec.name!r}: validate_split and test_split are both "
+                          f"{resolve_split(corpus, spec.test_split)!r}; prompts would be chosen on the test images")
     val_source = val_labels or spec.train_labels
     val_rows = _rows(corpus, spec.validate_split, views)
     val = task_labels(corpus, spec, val_source, val_rows)

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from radpair.config import from_dict, to_dict
-from radpair.errors import ConfigError, DataError, unknown_choice_message
+from radpair.errors import ConfigError, DataError, LabelFallbackWarning, ResourceMissing, unknown_choice_message
 from radpair.tasks.schema import LabelSchema, SchemaKind, TaskLabels
 
 LABEL_SOURCES = ("truth", "index", "report")
@@ -107,6 +107,14 @@ class TaskSpec:
             if missing:
                 raise ConfigError(f"task {self.name!r} reads labels from reports but 'report' maps no labeler "
                                   f"to columns {missing}")
+        if self.report:  # a typo in a labeler name fails here, not only on a machine that needs the fallback
+            from radpair.reports.labeling.registry import LABELERS
+
+            for col, rc in self.report.items():
+                for name in [rc.labeler] + ([rc.fallback["labeler"]] if rc.fallback else []):
+                    if name not in LABELERS:
+                        raise ConfigError(unknown_choice_message(f"task {self.name!r} report.{col} labeler", name,
+                                                                 LABELERS.names()))
         for col, rule in self.derived.items():
             if rule != "none":
                 raise ConfigError(unknown_choice_message(f"task {self.name!r} derived rule for {col!r}", rule, ["none"]))
@@ -245,7 +253,7 @@ def _report_labels(texts: Sequence[str], spec: TaskSpec, columns: Sequence[str])
         if name not in by_labeler and name not in unavailable:
             try:
                 by_labeler[name] = get_labeler(name).label_many(list(uniques))
-            except ConfigError as exc:
+            except ResourceMissing as exc:  # only a missing install; any other error stops the run
                 unavailable[name] = str(exc)
         return by_labeler.get(name)
 
@@ -275,7 +283,7 @@ def _report_labels(texts: Sequence[str], spec: TaskSpec, columns: Sequence[str])
     if stand_ins:
         missing = "; ".join(f"{k}: {v.split(';')[0]}" for k, v in unavailable.items())
         note = f"fallback labelers ({', '.join(stand_ins)}) because {missing}"
-        warnings.warn(f"task {spec.name!r}: {note}", stacklevel=3)
+        warnings.warn(f"task {spec.name!r}: {note}", LabelFallbackWarning, stacklevel=3)
     return out, note
 
 

@@ -37,7 +37,7 @@ import torch
 
 from radpair.config import to_dict
 from radpair.data.corpus import Corpus, atomic_write_text
-from radpair.errors import ConfigError, DataError
+from radpair.errors import ConfigError, DataError, LabelFallbackWarning
 from radpair.tasks import TaskLabels, TaskSpec, load_task, resolve_split, task_labels
 from radpair.transfer.arms import Arm, Protocol, Start, cross_arms, parse_arm, parse_protocols
 from radpair.transfer.config import TransferConfig
@@ -137,13 +137,16 @@ def load_task_data(corpus: Corpus, spec: TaskSpec, views: list[str] | None) -> T
 
     train_rows, val_rows, test_rows = rows_of(spec.train_split), rows_of(spec.validate_split), rows_of(spec.test_split)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", LabelFallbackWarning)
         train = task_labels(corpus, spec, spec.train_labels, train_rows)
         val = task_labels(corpus, spec, spec.train_labels, val_rows)
         test = task_labels(corpus, spec, spec.test_labels, test_rows, test=True)
-    notes = tuple(dict.fromkeys(str(w.message) for w in caught))
+    notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, LabelFallbackWarning)))
+    for w in caught:  # everything else passes through unchanged
+        if not issubclass(w.category, LabelFallbackWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     for note in notes:  # once each, not once per split
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, LabelFallbackWarning, stacklevel=2)
     usable = test.usable_rows
     if not usable.any():
         raise DataError(f"{corpus.root}: no test image has a usable {spec.test_labels!r} label for task {spec.name!r}")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from radpair.errors import ConfigError
+from radpair.errors import ConfigError, ResourceMissing
 from radpair.reports.labeling.packs import ObservationPack, parse_observation_pack
 from radpair.reports.resources import load_yaml
 
@@ -57,7 +57,7 @@ def find_phrases_dir(phrases_dir: str | os.PathLike | None, default_rel: str) ->
     for path in tried:
         if (path / "phrases" / "mention").is_dir():
             return path
-    raise ConfigError(
+    raise ResourceMissing(
         "CheXpert phrase lists not found; looked in "
         + ", ".join(repr(str(p)) for p in tried)
         + f". Pass phrases_dir=... (CLI: --phrases-dir) or set {ENV_VAR} to a chexpert-labeler "
