@@ -243,6 +243,22 @@ def _rows(corpus, split: str, views: Sequence[str] | None) -> np.ndarray:
     return rows
 
 
+def _labelled_images(run, corpus, spec, split: str, source: str, views, test: bool, batch_size: int,
+                     progress: bool):
+    """Rows of ``split`` with a usable ``source`` label, their labels and image embeddings."""
+    from radpair.evaluation.joint import embed_images
+    from radpair.tasks import task_labels
+
+    rows = _rows(corpus, split, views)
+    labels = task_labels(corpus, spec, source, rows, test=test)
+    keep = np.flatnonzero(labels.usable_rows)
+    if keep.size == 0:
+        raise DataError(f"{corpus.root}: no {split} image has a usable {source!r} label for task {spec.name!r}")
+    rows, labels = rows[keep], labels.take(keep)
+    images = embed_images(run, corpus, corpus.index["image_index"].to_numpy(np.int64)[rows], batch_size, progress)
+    return rows, labels, images
+
+
 def evaluate_zeroshot(
     run,
     corpus,
@@ -268,10 +284,10 @@ def evaluate_zeroshot(
     ``truth`` and the corpus has no ``ground_truth.csv``); ``views``: default the task's.
     """
     from radpair.data.corpus import Corpus
-    from radpair.evaluation.joint import JointRun, embed_images, input_problems, load_joint_run
+    from radpair.evaluation.joint import JointRun, input_problems, load_joint_run
     from radpair.evaluation.paired import BootstrapDraws, bootstrap_p_value
     from radpair.evaluation.taskmetrics import choose_thresholds, score_task
-    from radpair.tasks import LABEL_SOURCES, load_task, task_labels
+    from radpair.tasks import LABEL_SOURCES, load_task
 
     spec = load_task(task)
     if spec.kind.value not in ("binary", "multilabel"):
@@ -309,14 +325,8 @@ def evaluate_zeroshot(
         raise ConfigError(f"task {spec.name!r}: validate_split and test_split are both "
                           f"{resolve_split(corpus, spec.test_split)!r}; prompts would be chosen on the test images")
     val_source = val_labels or spec.train_labels
-    val_rows = _rows(corpus, spec.validate_split, views)
-    val = task_labels(corpus, spec, val_source, val_rows)
-    keep = np.flatnonzero(val.usable_rows)
-    if keep.size == 0:
-        raise DataError(f"{corpus.root}: no validate image has a usable {val_source!r} label for task {spec.name!r}")
-    val_rows, val = val_rows[keep], val.take(keep)
-    img_val = embed_images(run, corpus, corpus.index["image_index"].to_numpy(np.int64)[val_rows], batch_size,
-                           progress)
+    val_rows, val, img_val = _labelled_images(run, corpus, spec, spec.validate_split, val_source, views, False,
+                                       batch_size, progress)
     val_scores = {c: zero_shot_scores(img_val, *sides[c]) for c in classes}
     chosen, aucs = choose_prompt_sets(val_scores, val.y, val.mask, classes)
     val_probs = np.stack([scores_to_probs(val_scores[c][:, chosen[c]], temperature) for c in classes], axis=1)
@@ -329,14 +339,8 @@ def evaluate_zeroshot(
     note = ""
     if test_labels is None and test_source == "truth" and corpus.ground_truth is None:
         test_source, note = "index", "the corpus has no ground_truth.csv: test labels from index.csv"
-    test_rows = _rows(corpus, spec.test_split, views)
-    test = task_labels(corpus, spec, test_source, test_rows, test=True)
-    usable = np.flatnonzero(test.usable_rows)
-    if usable.size == 0:
-        raise DataError(f"{corpus.root}: no test image has a usable {test_source!r} label for task {spec.name!r}")
-    test_rows, test = test_rows[usable], test.take(usable)
-    img_test = embed_images(run, corpus, corpus.index["image_index"].to_numpy(np.int64)[test_rows], batch_size,
-                            progress)
+    test_rows, test, img_test = _labelled_images(run, corpus, spec, spec.test_split, test_source, views, True,
+                                                 batch_size, progress)
     test_probs = np.stack([scores_to_probs(zero_shot_scores(img_test, *sides[c])[:, chosen[c]], temperature)
                            for c in classes], axis=1)
     patients = corpus.index["patient_id"].astype(str).to_numpy()[test_rows]

@@ -50,6 +50,21 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return wait_tensor(all_gather_single(x.contiguous(), 0, dist.group.WORLD))
 
 
+def pair_logits(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, temperature: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cosine logits of this process's rows against every process's columns, both ways, and
+    the column of each row's own pair: what every InfoNCE variant starts from."""
+    image_emb = F.normalize(image_emb.float(), dim=-1)
+    text_emb = F.normalize(text_emb.float(), dim=-1)
+    rank, _ = _world()
+    all_text = gather_with_grad(text_emb)
+    all_image = gather_with_grad(image_emb)
+    n = image_emb.shape[0]
+    targets = torch.arange(n, device=image_emb.device) + rank * n
+    return image_emb @ all_text.t() / temperature, text_emb @ all_image.t() / temperature, targets
+
+
 def bidirectional_info_nce(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
@@ -63,15 +78,7 @@ def bidirectional_info_nce(
     against all gathered columns; averaging gradients across processes (DDP) then gives
     exactly the single-process loss of the global batch.
     """
-    image_emb = F.normalize(image_emb.float(), dim=-1)
-    text_emb = F.normalize(text_emb.float(), dim=-1)
-    rank, _ = _world()
-    all_text = gather_with_grad(text_emb)
-    all_image = gather_with_grad(image_emb)
-    n = image_emb.shape[0]
-    targets = torch.arange(n, device=image_emb.device) + rank * n
-    logits_i2t = image_emb @ all_text.t() / temperature
-    logits_t2i = text_emb @ all_image.t() / temperature
+    logits_i2t, logits_t2i, targets = pair_logits(image_emb, text_emb, temperature)
     i2t = F.cross_entropy(logits_i2t, targets)
     t2i = F.cross_entropy(logits_t2i, targets)
     loss = lambda_image_to_text * i2t + (1.0 - lambda_image_to_text) * t2i

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from radpair.errors import unknown_choice_message
-from radpair.objectives.contrastive import ContrastiveLoss, _world, gather_with_grad
+from radpair.objectives.contrastive import ContrastiveLoss, _world, gather_with_grad, pair_logits
 
 CODE_KINDS = ("study", "patient", "report", "labels")
 MODES = ("mask", "soften")
@@ -169,21 +169,14 @@ def masked_info_nce(
         raise ValueError(unknown_choice_message("false-negative mode", mode, MODES))
     if not 0.0 <= soft_weight <= 1.0:
         raise ValueError(f"soft_weight must lie in [0, 1], got {soft_weight}")
-    image_emb = F.normalize(image_emb.float(), dim=-1)
-    text_emb = F.normalize(text_emb.float(), dim=-1)
-    rank, _ = _world()
-    all_text = gather_with_grad(text_emb)
-    all_image = gather_with_grad(image_emb)
-    n = image_emb.shape[0]
-    if false_negatives is not None and false_negatives.shape != (n, all_text.shape[0]):
-        raise ValueError(f"false_negatives must be [{n}, {all_text.shape[0]}] (local rows x global batch), "
+    logits_i2t, logits_t2i, targets = pair_logits(image_emb, text_emb, temperature)
+    n = logits_i2t.shape[0]
+    if false_negatives is not None and false_negatives.shape != logits_i2t.shape:
+        raise ValueError(f"false_negatives must be [{n}, {logits_i2t.shape[1]}] (local rows x global batch), "
                          f"got {tuple(false_negatives.shape)}")
-    targets = torch.arange(n, device=image_emb.device) + rank * n
     if false_negatives is not None:
-        false_negatives = false_negatives.to(image_emb.device).bool().clone()
-        false_negatives[torch.arange(n, device=image_emb.device), targets] = False
-    logits_i2t = image_emb @ all_text.t() / temperature
-    logits_t2i = text_emb @ all_image.t() / temperature
+        false_negatives = false_negatives.to(logits_i2t.device).bool().clone()
+        false_negatives[torch.arange(n, device=logits_i2t.device), targets] = False
     i2t = _direction(logits_i2t, targets, false_negatives, mode, soft_weight)
     t2i = _direction(logits_t2i, targets, false_negatives, mode, soft_weight)
     loss = lambda_image_to_text * i2t + (1.0 - lambda_image_to_text) * t2i
