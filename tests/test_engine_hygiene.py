@@ -67,7 +67,7 @@ def test_empty_texts_are_dropped_counted_and_listed(data, tmp_path, capsys):
     assert not trainer.dataset.rows["image_id"].isin(EMPTY).any()
     assert (trainer.dataset.tokens.lengths > 2).all()  # no [CLS][SEP]-only text is left
     printed = capsys.readouterr().out
-    assert f"dropped {len(EMPTY)} of {N} rows whose selected text (policy findings) is empty" in printed
+    assert f"dropped {len(EMPTY)} of {N} rows ({len(EMPTY)} empty text (section policy findings);" in printed
     trainer.fit()
 
     info = json.loads((out / "run_info.json").read_text())["empty_text"]

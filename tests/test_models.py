@@ -2,15 +2,19 @@ import pytest
 import torch
 
 from radpair.errors import ConfigError, DataError
-from radpair.models import (
-    ImageEncoderConfig,
-    MethodConfig,
-    TextEncoderConfig,
-    build_image_encoder,
-    build_method,
-)
+from radpair.methods import BuildContext, resolve_method_config
+from radpair.methods import build_method as _build
+from radpair.models import ImageEncoderConfig, TextEncoderConfig, build_image_encoder
 from radpair.models.export import load_image_encoder, save_encoder_weights
 from radpair.text import load_tokenizer
+
+
+def MethodConfig(**kw):
+    return resolve_method_config(kw)
+
+
+def build_method(cfg, image_cfg, text_cfg, tok=None):
+    return _build(cfg, BuildContext(image_cfg, text_cfg, tok))
 
 
 @pytest.mark.parametrize("name,dim", [("resnet_tiny", 128), ("resnet18", 512), ("resnet50", 2048)])
@@ -60,7 +64,7 @@ def test_convirt_forward_contract_and_frozen_text(tokenizer_dir):
 
 def test_supervised_needs_labels_and_masks_missing():
     with pytest.raises(ConfigError, match="method.labels"):
-        build_method(MethodConfig(name="supervised"), ImageEncoderConfig(name="resnet_tiny"), TextEncoderConfig())
+        MethodConfig(name="supervised")
     model = build_method(
         MethodConfig(name="supervised", labels=["a", "b"]), ImageEncoderConfig(name="resnet_tiny"), TextEncoderConfig()
     )
@@ -76,4 +80,6 @@ def test_supervised_needs_labels_and_masks_missing():
 
 def test_unknown_method_suggests_closest():
     with pytest.raises(ConfigError, match="did you mean 'convirt'"):
-        build_method(MethodConfig(name="convrit"), ImageEncoderConfig(), TextEncoderConfig())
+        MethodConfig(name="convrit")
+    with pytest.raises(ConfigError, match="did you mean 'method.temperature'"):
+        MethodConfig(name="convirt", temprature=0.2)

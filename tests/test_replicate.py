@@ -32,7 +32,7 @@ from radpair.replicate.schema import derived_requirements
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERS = ["chauhan2020", "convirt_sections", "radtex", "tienet", "timnet"]
-TODAY = {"convirt", "supervised"}  # methods registered in radpair.models.methods today
+TODAY = {"convirt", "supervised"}  # methods registered in radpair.methods today
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,9 @@ def test_vocabularies_match_the_code():
     encoders = re.findall(r'IMAGE_ENCODERS\.register\("([^"]+)"\)',
                           (ROOT / "src/radpair/models/image_encoders.py").read_text())
     assert set(vocab.BACKBONES) <= set(encoders)
-    methods = re.findall(r'METHODS\.register\("([^"]+)"\)', (ROOT / "src/radpair/models/methods.py").read_text())
+    methods = [m for f in sorted((ROOT / "src/radpair/methods").glob("*.py"))
+               for m in re.findall(r'@register_method\("([^"]+)"\)', f.read_text())]
+    assert {"convirt", "supervised"} <= set(methods)
     assert set(methods) <= set(vocab.PLANNED_METHODS)
     from radpair.data.synth.config import SynthConfig
     import dataclasses

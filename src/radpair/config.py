@@ -53,6 +53,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
+        resolve = getattr(tp, "from_mapping", None)
+        if resolve is not None:  # a family of configs chosen by a key (e.g. method.name)
+            return resolve(value, key)
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
@@ -165,7 +168,16 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
     """Load ``cls`` from an optional YAML file plus dotted overrides (overrides win)."""
     data: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
-    data = deep_merge(data, parse_overrides(overrides))
+    update = parse_overrides(overrides)
+    for f in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
+        # a section chosen by its name (method.name=...): an override that names another
+        # member replaces the file's section instead of mixing two members' keys
+        hint = typing.get_type_hints(cls).get(f.name)
+        new, old = update.get(f.name), data.get(f.name)
+        if (hasattr(hint, "from_mapping") and isinstance(new, Mapping) and isinstance(old, Mapping)
+                and "name" in new and new["name"] != old.get("name", new["name"])):
+            data = {**data, f.name: {}}
+    data = deep_merge(data, update)
     return from_dict(cls, data)
 
 

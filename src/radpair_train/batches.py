@@ -20,6 +20,7 @@ prefetching changes timing only.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -33,7 +34,8 @@ class BatchPlan:
     """Rows (positions into ``items``) of every micro-batch of every step, per process."""
 
     def __init__(
-        self, items: np.ndarray, global_batch: int, seed: int, rank: int, world_size: int, accumulation: int = 1
+        self, items: np.ndarray, global_batch: int, seed: int, rank: int, world_size: int, accumulation: int = 1,
+        epoch_offset: int = 0,
     ) -> None:
         if global_batch % (world_size * accumulation):
             raise ConfigError(
@@ -51,6 +53,8 @@ class BatchPlan:
         self.micro = global_batch // accumulation
         self.per_process = self.micro // world_size
         self.steps_per_epoch = len(self.items) // global_batch
+        self.epoch_offset = epoch_offset
+        """Epochs of earlier phases: a later phase's shuffles continue the run's epoch count."""
         self._epoch = -1
         self._batches: list[np.ndarray] = []
 
@@ -62,7 +66,7 @@ class BatchPlan:
         """Every row of the step's global batch (all processes, all micro-batches)."""
         epoch, i = self.position(step)
         if epoch != self._epoch:  # one permutation per epoch, not per step
-            self._batches = list(EpochBatches(len(self.items), self.global_batch, self.seed, epoch))
+            self._batches = list(EpochBatches(len(self.items), self.global_batch, self.seed, epoch + self.epoch_offset))
             self._epoch = epoch
         return self.items[self._batches[i]]
 
@@ -76,13 +80,98 @@ class BatchPlan:
         return out
 
 
+class ExtraRowPlan:
+    """The partner of every training row for each epoch (:class:`radpair.methods.ExtraRows`).
+
+    ``draw(seed, epoch, items, dataset)`` returns, for the phase's ``items``, the position
+    within ``items`` of each row's partner; it is a pure function, so the partners of a
+    step depend on the step alone and resume is exact. Computed once per epoch.
+    """
+
+    def __init__(self, extra, items: np.ndarray, seed: int, n_rows: int, dataset, epoch_offset: int = 0) -> None:
+        self.extra = extra
+        self.items = np.asarray(items, dtype=np.int64)
+        self.seed = seed
+        self.n_rows = n_rows
+        self.dataset = dataset
+        self.epoch_offset = epoch_offset
+        self._epoch = -1
+        self._partner = np.zeros(0, dtype=np.int64)
+
+    def partners(self, epoch: int, rows: np.ndarray) -> np.ndarray:
+        if epoch != self._epoch:
+            perm = np.asarray(self.extra.draw(self.seed, epoch + self.epoch_offset, self.items, self.dataset))
+            if perm.shape != self.items.shape or perm.min(initial=0) < 0 or perm.max(initial=0) >= len(self.items):
+                raise ConfigError(f"extra rows {self.extra.prefix!r}: the draw must give one position in [0, "
+                                  f"{len(self.items)}) per training row, got shape {perm.shape}")
+            partner = np.full(self.n_rows, -1, dtype=np.int64)
+            partner[self.items] = self.items[perm]
+            self._partner, self._epoch = partner, epoch
+        return self._partner[rows]
+
+
+@dataclass
+class PhaseSpan:
+    """One phase of a run: its rows, batch plan, steps and (optional) extra-row plan."""
+
+    phase: "object"  # radpair.methods.Phase
+    index: int
+    plan: BatchPlan
+    first_step: int
+    steps: int
+    epoch_offset: int
+    extra: ExtraRowPlan | None = None
+
+
+class Schedule:
+    """The run as a sequence of phases; step ``s`` belongs to exactly one phase.
+
+    Exposes the :class:`BatchPlan` interface (``rows``, ``position``,
+    ``steps_per_epoch``) over the whole run, so a one-phase run is its plan unchanged.
+    """
+
+    def __init__(self, spans: list[PhaseSpan]) -> None:
+        if not spans:
+            raise ConfigError("a run needs at least one phase")
+        self.spans = spans
+        self.total_steps = sum(sp.steps for sp in spans)
+
+    def span(self, step: int) -> tuple[PhaseSpan, int]:
+        for sp in self.spans:
+            if step < sp.first_step + sp.steps:
+                return sp, step - sp.first_step
+        last = self.spans[-1]
+        return last, step - last.first_step
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.spans[0].plan.steps_per_epoch
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch counted over the whole run, batch within it) of zero-based ``step``."""
+        sp, local = self.span(step)
+        epoch, batch = sp.plan.position(local)
+        return epoch + sp.epoch_offset, batch
+
+    def rows(self, step: int) -> list[np.ndarray]:
+        sp, local = self.span(step)
+        return sp.plan.rows(local)
+
+    def extra_rows(self, step: int, rows: list[np.ndarray]) -> list[np.ndarray] | None:
+        sp, local = self.span(step)
+        if sp.extra is None:
+            return None
+        epoch = sp.plan.position(local)[0]
+        return [sp.extra.partners(epoch, r) for r in rows]
+
+
 class BatchReader:
     """Reads a step's micro-batches from the dataset, optionally one step ahead in a thread."""
 
     def __init__(
         self,
         dataset: PairDataset,
-        plan: BatchPlan,
+        plan: "BatchPlan | Schedule",
         prefetch: bool = True,
         pin_memory: bool = False,
         finish: Callable[[int, list[dict[str, torch.Tensor]]], list[dict[str, torch.Tensor]]] | None = None,
@@ -96,7 +185,13 @@ class BatchReader:
         self._pending: tuple[int, Future] | None = None
 
     def _load(self, step: int) -> list[dict[str, torch.Tensor]]:
-        micro = [self.dataset.get_batch(rows) for rows in self.plan.rows(step)]
+        rows = self.plan.rows(step)
+        micro = [self.dataset.get_batch(r) for r in rows]
+        extra = self.plan.extra_rows(step, rows) if hasattr(self.plan, "extra_rows") else None
+        if extra is not None:
+            spec = self.plan.span(step)[0].extra.extra
+            for batch, partner in zip(micro, extra):
+                batch.update(self.dataset.read(partner, images=spec.images, text=spec.text, prefix=spec.prefix))
         if self.pin_memory:
             micro = [{k: v.pin_memory() for k, v in b.items()} for b in micro]
         if self.finish is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from radpair.errors import ConfigError, unknown_choice_message
-from radpair.models.config import ImageEncoderConfig, MethodConfig, TextEncoderConfig
+from radpair.methods.base import MethodConfig, resolve_method_config
+from radpair.models.config import ImageEncoderConfig, TextEncoderConfig
 
 try:  # the augmentation module is optional until the data pipeline ships it
     from radpair.data.augment import AugmentConfig
@@ -148,6 +149,7 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=lambda: resolve_method_config({}))
+    """The named method's own config dataclass (see :mod:`radpair.methods`)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

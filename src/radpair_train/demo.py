@@ -34,7 +34,8 @@ import torch
 from radpair.config import save_config, to_dict
 from radpair.data.corpus import Corpus, atomic_write_text
 from radpair.errors import ConfigError
-from radpair.models import ImageEncoderConfig, MethodConfig, TextEncoderConfig
+from radpair.methods.convirt import ConVIRTConfig
+from radpair.models import ImageEncoderConfig, TextEncoderConfig
 from radpair.transfer import TransferConfig
 from radpair_train.config import DataConfig, OptimConfig, PretrainConfig, TrainConfig
 from radpair_train.loop import Trainer, check_output_dir
@@ -53,7 +54,7 @@ def _default_pretrain() -> PretrainConfig:
         text_encoder=TextEncoderConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256, max_length=80),
         # Learned temperature (as in CLIP), started at ConVIRT's 0.1: many near-identical
         # normal reports act as false negatives, and a fixed 0.1 over-penalises them.
-        method=MethodConfig(name="convirt", temperature=0.1, learn_temperature=True, lambda_image_to_text=0.75,
+        method=ConVIRTConfig(name="convirt", temperature=0.1, learn_temperature=True, lambda_image_to_text=0.75,
                             projection_dim=128),
         optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_steps=50, schedule="cosine"),
         # 6 epochs over the ~20,000 training pairs of the default corpus (19,987 on seed 0): the ~1,900 steps

@@ -35,12 +35,12 @@ from radpair.config import save_config, to_dict
 from radpair.data.corpus import Corpus, atomic_write_csv
 from radpair.data.pairs import PairDataset
 from radpair.errors import ConfigError
-from radpair.models import build_method
+from radpair.methods import BuildContext, MethodNeeds, Phase, build_method, method_needs
 from radpair.models.export import input_record, save_encoder_weights
 from radpair.text import load_tokenizer
 from radpair_train import distributed as D
 from radpair_train import rng
-from radpair_train.batches import BatchPlan, BatchReader
+from radpair_train.batches import BatchPlan, BatchReader, ExtraRowPlan, PhaseSpan, Schedule
 from radpair_train.checkpoint import RESUME_IGNORED_KEYS, CheckpointManager, config_changes
 from radpair_train.config import PretrainConfig
 from radpair_train.optim import build_lookahead, build_optimizer, build_scheduler
@@ -88,6 +88,11 @@ def _subset(dataset: PairDataset, size: int, seed: int, repeat: int) -> np.ndarr
     return draw_subset(raw, size, seed=seed, repeat=repeat).indices
 
 
+def _reason_counts(dropped) -> str:
+    counts = dropped["reason"].value_counts()
+    return "; ".join(f"{n} {reason}" for reason, n in counts.items())
+
+
 class Trainer:
     def __init__(self, cfg: PretrainConfig, tokenizer=None, on_step: Callable[[int, dict], None] | None = None):
         self.cfg = cfg
@@ -111,49 +116,56 @@ class Trainer:
         if not cfg.data.corpus:
             raise ConfigError("data.corpus is empty: point it at a corpus folder (radpair synth / radpair preprocess)")
         corpus = Corpus.open(cfg.data.corpus)
-        if tokenizer is None and cfg.method.name != "supervised":
+        # the method declares what it needs; the loop provides it (never by the method's name)
+        self.needs: MethodNeeds = method_needs(cfg.method)
+        if tokenizer is None and self.needs.needs_text:
             tok_path = cfg.text_encoder.tokenizer or cfg.text_encoder.pretrained
             if not tok_path:
                 raise ConfigError("text_encoder.tokenizer is empty: train one with `radpair tokenizer`")
             tokenizer = load_tokenizer(tok_path)
         self.tokenizer = tokenizer
 
+        self.dataset = PairDataset(
+            corpus,
+            split=cfg.data.split,
+            tokenizer=tokenizer if self.needs.needs_text else None,
+            text_sections=cfg.data.text_sections,
+            max_length=cfg.text_encoder.max_length,
+            label_source=cfg.data.label_source,
+            uncertain=cfg.data.uncertain,
+            views=cfg.data.views or None,
+            empty_text=cfg.data.empty_text,
+            text_fields=self.needs.text_fields or None,
+            require_sections=self.needs.require_sections,
+            row_codes=self.needs.row_codes,
+            label_need=self.needs.labels,
+        )
+        if self.dist.is_main and len(self.dataset.dropped):
+            print(
+                f"dropped {len(self.dataset.dropped)} of {self.dataset.rows_before_drop} rows "
+                f"({_reason_counts(self.dataset.dropped)}; listed in {self.out_dir / 'dropped_rows.csv'})",
+                flush=True,
+            )
+        self.stats = self.dataset.statistics()
+
         torch.manual_seed(tc.seed)  # model initialisation is part of the run's seed (same on every process)
-        model = build_method(cfg.method, cfg.image_encoder, cfg.text_encoder, tokenizer)
+        parts = BuildContext(cfg.image_encoder, cfg.text_encoder, tokenizer, cfg.data)
+        model = build_method(cfg.method, parts, self.stats)
         if tc.sync_batchnorm and self.dist.distributed:
             model = D.convert_sync_batchnorm(model, device)
         self.model = model.to(device)
         if tc.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
-        needs_text = getattr(self.model, "needs_text", True)
-        self.dataset = PairDataset(
-            corpus,
-            split=cfg.data.split,
-            tokenizer=tokenizer if needs_text else None,
-            text_sections=cfg.data.text_sections,
-            max_length=cfg.text_encoder.max_length,
-            label_columns=cfg.method.labels or None,
-            label_source=cfg.data.label_source,
-            uncertain=cfg.data.uncertain,
-            views=cfg.data.views or None,
-            empty_text=cfg.data.empty_text,
-        )
-        if self.dist.is_main and len(self.dataset.dropped):
-            print(
-                f"dropped {len(self.dataset.dropped)} of {self.dataset.rows_before_drop} rows whose selected text "
-                f"(policy {cfg.data.text_sections}) is empty (data.empty_text=drop; listed in "
-                f"{self.out_dir / 'dropped_rows.csv'})",
-                flush=True,
-            )
         self.items = np.arange(len(self.dataset))
         if cfg.data.subset_size:
             self.items = _subset(self.dataset, cfg.data.subset_size, cfg.data.subset_seed, cfg.data.subset_repeat)
-        granule = self.dist.world_size * tc.grad_accumulation
-        self.batch_size = min(cfg.data.batch_size, len(self.items) - len(self.items) % granule)
-        self.plan = BatchPlan(self.items, self.batch_size, tc.seed, self.dist.rank, self.dist.world_size, tc.grad_accumulation)
+        self.plan = self._schedule()
         self.steps_per_epoch = self.plan.steps_per_epoch
-        self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
+        self.batch_size = self.plan.spans[0].plan.global_batch
+        self.total_steps = min(tc.max_steps, self.plan.total_steps) if (tc.max_steps and self.needs.phases) \
+            else (tc.max_steps or self.plan.total_steps)
+        self._phase_index = -1
 
         if tc.compile:
             for name in tc.compile_modules:
@@ -185,6 +197,46 @@ class Trainer:
         self.changed_on_resume: dict[str, tuple[Any, Any]] | None = None
         """After a resume from a checkpoint: ``{dotted key: (checkpoint value, current value)}``."""
 
+    def _schedule(self) -> Schedule:
+        """The run's phases as batch plans. Without declared phases: one phase of
+        ``train.epochs`` over all rows (the plan every method had before phases existed)."""
+        tc = self.cfg.train
+        phases = self.needs.phases or (Phase("train", tc.epochs),)
+        granule = self.dist.world_size * tc.grad_accumulation
+        labelled = None
+        spans, first, epochs_before = [], 0, 0
+        for k, ph in enumerate(phases):
+            items = self.items
+            if ph.rows == "labelled":
+                if labelled is None:
+                    labelled = np.intersect1d(self.items, self.dataset.labelled_rows())
+                items = labelled
+                if len(items) < granule * 2:
+                    raise ConfigError(f"phase {ph.name!r} trains on labelled rows only, but only {len(items)} of the "
+                                      f"{len(self.items)} training rows carry a label")
+            batch = min(self.cfg.data.batch_size, len(items) - len(items) % granule)
+            plan = BatchPlan(items, batch, tc.seed, self.dist.rank, self.dist.world_size, tc.grad_accumulation,
+                             epoch_offset=epochs_before)
+            extra = None
+            if self.needs.extra_rows is not None:
+                extra = ExtraRowPlan(self.needs.extra_rows, items, tc.seed, len(self.dataset), self.dataset,
+                                     epoch_offset=epochs_before)
+            steps = ph.epochs * plan.steps_per_epoch
+            spans.append(PhaseSpan(ph, k, plan, first, steps, epochs_before, extra))
+            first += steps
+            epochs_before += ph.epochs
+        return Schedule(spans)
+
+    def _enter_phase(self, step: int) -> None:
+        """Tell the method which phase ``step`` belongs to (at a phase start and after a resume)."""
+        span, _ = self.plan.span(step)
+        if span.index != self._phase_index:
+            self._phase_index = span.index
+            self.model.begin_phase(span.phase)
+            if self.dist.is_main and len(self.plan.spans) > 1:
+                print(f"phase {span.phase.name!r} from step {step}: {span.phase.epochs} epochs over "
+                      f"{len(span.plan.items)} rows", flush=True)
+
     # -- state ---------------------------------------------------------------------------
     def _position(self) -> dict[str, int | str]:
         epoch, batch = self.plan.position(self.step)
@@ -199,6 +251,8 @@ class Trainer:
             "grad_accumulation": self.cfg.train.grad_accumulation,
             "rows_sha256": self._rows_sha256(),
             "corpus_meta_sha256": self._corpus_meta_sha256(),
+            "phases": None if len(self.plan.spans) == 1 else
+            [[sp.phase.name, len(sp.plan.items), sp.phase.epochs] for sp in self.plan.spans],
         }
 
     def _corpus_meta_sha256(self) -> str | None:
@@ -338,7 +392,7 @@ class Trainer:
             return
         mine = self._position()
         keys = ("n_items", "global_batch", "seed", "grad_accumulation", "rows_sha256",
-                "corpus_meta_sha256")  # absent in old checkpoints
+                "corpus_meta_sha256", "phases")  # absent in old checkpoints
         diff = {k: (saved[k], mine[k]) for k in keys
                 if saved.get(k) is not None and mine.get(k) is not None and saved[k] != mine[k]}
         if diff:
@@ -373,10 +427,13 @@ class Trainer:
     # -- steps ---------------------------------------------------------------------------
     def _prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        image_keys = ["images"] + sorted(k for k in batch if k.endswith("_images"))  # extra rows' images too
         if self.augment is not None:
-            batch["images"] = self.augment(batch["images"], generator)
+            for key in image_keys:
+                batch[key] = self.augment(batch[key], generator)
         if self.cfg.train.channels_last:
-            batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+            for key in image_keys:
+                batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
         return batch
 
     def _finish(self, step: int, micro: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
@@ -516,6 +573,7 @@ class Trainer:
                 if not on_cpu:
                     micro = self._finish(self.step, micro)
                 data_wait += time.perf_counter() - t_wait
+                self._enter_phase(self.step)
                 out = self.train_step(micro)
                 self.step += 1
                 images = self.batch_size
@@ -576,7 +634,16 @@ class Trainer:
             entry["changed_on_resume"] = {k: [old, new] for k, (old, new) in self.changed_on_resume.items()}
         history.append(entry)
         info["history"] = history
-        if self.dataset.tokens is not None:
+        if self.needs.phases:
+            info["phases"] = [{"name": sp.phase.name, "rows": len(sp.plan.items), "epochs": sp.phase.epochs,
+                               "first_step": sp.first_step, "steps": sp.steps, "terms": list(sp.phase.terms)}
+                              for sp in self.plan.spans]
+        if self.dataset.labels is not None:
+            info["labels"] = {"labelled_rows": self.stats.n_labelled, "rows": self.stats.n_rows,
+                              "capped_to_unlabelled": self.dataset.labels_capped,
+                              "class_counts": None if self.stats.class_counts is None
+                              else [int(c) for c in self.stats.class_counts]}
+        if self.dataset.fields:
             dropped = self.dataset.dropped
             info["empty_text"] = {
                 "policy": self.cfg.data.empty_text,
@@ -604,12 +671,11 @@ class Trainer:
             path.unlink(missing_ok=True)
 
     def export(self) -> Path:
-        """Write the image encoder (and text encoder, if any) as safetensors."""
+        """Write every module the method exports (:meth:`Method.exports`) as
+        ``<name>.safetensors``; returns the image encoder's file."""
         corpus = self.dataset.corpus
         meta = {"config": to_dict(self.cfg), "step": self.step, "image_size": list(corpus.image_size),
                 "input": input_record(corpus)}
-        path = save_encoder_weights(self.model.image_encoder, self.out_dir / "image_encoder.safetensors", meta)
-        text = getattr(self.model, "text_encoder", None)
-        if text is not None:
-            save_encoder_weights(text, self.out_dir / "text_encoder.safetensors", meta)
-        return path
+        paths = {name: save_encoder_weights(module, self.out_dir / f"{name}.safetensors", meta)
+                 for name, module in self.model.exports().items()}
+        return paths["image_encoder"]

@@ -90,6 +90,8 @@ def tiny_overrides(corpus: str | Path, tokenizer: str | Path, out_dir: str | Pat
         "optim.warmup_steps": 2,
     }
     base.update(extra)
+    if base.get("method.name", "convirt") != "convirt":  # the method's own keys only
+        base.pop("method.projection_dim")
     return [f"{k}={_yaml(v)}" for k, v in base.items()]
 
 

@@ -187,11 +187,18 @@ class EpochBatches:
 class PairDataset:
     """The rows of one split of a corpus, ready to be served as training batches.
 
-    With a tokenizer, ``empty_text`` decides what happens to rows whose selected text
-    (``text_sections``) is empty or whitespace only: ``drop`` removes them (they are listed
-    in :attr:`dropped`, with ``image_id``, ``image_index`` and ``reason``), ``keep`` keeps
-    them (they become ``[CLS][SEP]``), ``error`` raises :class:`DataError`. Without a
-    tokenizer (methods that read no text) nothing is dropped.
+    What is served follows the method's declared needs (:mod:`radpair.methods.base`):
+    ``text_fields`` (each tokenised with its own section policy; without them but with a
+    ``tokenizer``, one field ``report`` under ``text_sections``), labels (binary
+    ``label_columns`` or a ``label_need`` naming a task), per-row ``study_code``,
+    ``patient_code`` and ``report_code`` (``row_codes``), and rows are dropped whose report
+    lacks a ``require_sections`` section.
+
+    With a tokenizer, each field's ``empty_text`` rule (default ``empty_text``) decides what
+    happens to rows whose selected text is empty or whitespace only: ``drop`` removes them,
+    ``keep`` keeps them (they become ``[CLS][SEP]``), ``error`` raises :class:`DataError`.
+    Every removed row is listed in :attr:`dropped` (``image_id``, ``image_index``,
+    ``reason``). Without a tokenizer (methods that read no text) nothing is dropped.
     """
 
     def __init__(
@@ -206,6 +213,10 @@ class PairDataset:
         uncertain: str = "ignore",
         views: list[str] | None = None,
         empty_text: str = "drop",
+        text_fields=None,
+        require_sections: tuple[str, ...] = (),
+        row_codes: bool = False,
+        label_need=None,
     ) -> None:
         if empty_text not in EMPTY_TEXT_POLICIES:
             raise DataError(f"unknown empty_text policy {empty_text!r} (valid: {', '.join(EMPTY_TEXT_POLICIES)})")
@@ -219,59 +230,178 @@ class PairDataset:
                 raise DataError(f"{corpus.root}: no {split!r} rows with views {views}")
         self.rows_before_drop = len(rows)
         self.n_empty_text = 0
-        self.dropped = pd.DataFrame(
-            {"image_id": pd.Series(dtype=str), "image_index": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=str)}
-        )
-        self.tokens: TokenTable | None = None
+        gone: list[pd.DataFrame] = []
+        if require_sections:
+            texts = rows["report"].astype(str).tolist()
+            lacking = np.zeros(len(rows), dtype=bool)
+            reasons = np.full(len(rows), "", dtype=object)
+            for section in require_sections:
+                empty = np.array([not t.strip() for t in select_report_text(texts, section)], dtype=bool)
+                reasons[empty & ~lacking] = f"report has no {section} section (the method requires it)"
+                lacking |= empty
+            if lacking.any():
+                gone.append(_dropped(rows[lacking], reasons[lacking]))
+                rows = rows[~lacking]
+                if rows.empty:
+                    raise DataError(f"{corpus.root}: no {split!r} report has every section of {list(require_sections)}")
+        self.fields: dict[str, TokenTable] = {}
         if tokenizer is not None:
-            self.tokens = tokenize_texts(rows["report"].astype(str), tokenizer, max_length, text_sections)
-            empty = self.tokens.empty
-            self.n_empty_text = int(empty.sum())
-            if self.n_empty_text and empty_text == "error":
-                examples = rows["image_id"].astype(str)[empty].tolist()[:5]
-                raise DataError(
-                    f"{corpus.root}: {self.n_empty_text} of {len(rows)} {split!r} rows have an empty text under "
-                    f"section policy {text_sections!r} (e.g. image ids {examples}); set data.empty_text=drop to "
-                    "train without them, keep to train on them as empty texts, or choose another data.text_sections"
-                )
-            if self.n_empty_text and empty_text == "drop":
-                gone = rows[empty]
-                self.dropped = pd.DataFrame(
-                    {
-                        "image_id": gone["image_id"].astype(str).to_numpy(),
-                        "image_index": gone["image_index"].to_numpy(dtype=np.int64),
-                        "reason": f"empty text (section policy {text_sections})",
-                    }
-                )
-                rows = rows[~empty]
-                self.tokens = self.tokens.subset(~empty)
+            if text_fields is None:
+                from radpair.methods.base import TextField
+
+                text_fields = (TextField("report"),)
+            keep = np.ones(len(rows), dtype=bool)
+            reasons = np.full(len(rows), "", dtype=object)
+            texts = rows["report"].astype(str)
+            for f in text_fields:
+                sections = f.sections or text_sections
+                rule = f.empty_text or empty_text
+                table = tokenize_texts(texts, tokenizer, f.max_length or max_length, sections)
+                self.fields[f.name] = table
+                empty = table.empty
+                self.n_empty_text = max(self.n_empty_text, int(empty.sum()))
+                if empty.any() and rule == "error":
+                    examples = rows["image_id"].astype(str)[empty].tolist()[:5]
+                    raise DataError(
+                        f"{corpus.root}: {int(empty.sum())} of {len(rows)} {split!r} rows have an empty text under "
+                        f"section policy {sections!r} (e.g. image ids {examples}); set data.empty_text=drop to "
+                        "train without them, keep to train on them as empty texts, or choose another data.text_sections"
+                    )
+                if rule == "drop":
+                    what = f"{f.name!r} " if len(text_fields) > 1 else ""
+                    reasons[empty & keep] = f"empty {what}text (section policy {sections})"
+                    keep &= ~empty
+            if not keep.all():
+                gone.append(_dropped(rows[~keep], reasons[~keep]))
+                rows = rows[keep]
+                self.fields = {name: t.subset(keep) for name, t in self.fields.items()}
                 if rows.empty:
                     raise DataError(
                         f"{corpus.root}: every {split!r} row has an empty text under section policy "
                         f"{text_sections!r}; choose another data.text_sections"
                     )
+        self.dropped = pd.concat(gone, ignore_index=True) if gone else _dropped(rows.iloc[:0], np.array([], dtype=object))
+        self.corpus_rows = rows.index.to_numpy(dtype=np.int64)
         self.rows = rows.reset_index(drop=True)
         self.image_rows = self.rows["image_index"].to_numpy(dtype=np.int64)
         self.labels = self.label_mask = None
-        if label_columns:
-            frame = corpus.labels(label_source).loc[rows.index]
-            self.labels, self.label_mask = label_matrix(
-                frame, label_columns, uncertain, source=f"{corpus.root} (label source {label_source!r})"
-            )
+        self.task_labels = None
+        self.labels_capped = 0
+        if label_need is not None and label_need.task:
+            self._load_task_labels(label_need)
+        else:
+            columns = list(label_need.columns) if label_need is not None else label_columns
+            if columns:
+                frame = corpus.labels(label_source).loc[rows.index]
+                self.labels, self.label_mask = label_matrix(
+                    frame, columns, uncertain, source=f"{corpus.root} (label source {label_source!r})"
+                )
+        self.codes: dict[str, np.ndarray] = {}
+        if row_codes:
+            self.codes = {
+                "study_code": _codes(self.rows["study_id"]),
+                "patient_code": _codes(self.rows["patient_id"]),
+                "report_code": _codes(self.rows["report"].map(normalise_report_text)),
+            }
+
+    @property
+    def tokens(self) -> TokenTable | None:
+        """The ``report`` field's tokens (``None`` for a method that reads no text)."""
+        return self.fields.get("report", next(iter(self.fields.values()), None))
+
+    def _load_task_labels(self, need) -> None:
+        """Labels of a task (:mod:`radpair.tasks`) under its schema, optionally capped."""
+        from dataclasses import replace
+
+        from radpair.evaluation.metrics import BlankPolicy
+        from radpair.tasks.spec import load_task, raw_labels
+
+        spec = load_task(need.task)
+        raw, where = raw_labels(self.corpus, spec, need.source, self.corpus_rows, spec.columns)
+        schema = spec.schema_for(need.source)
+        if need.blank is not None:
+            schema = replace(schema, blank=BlankPolicy(need.blank))
+        labels = schema.encode(raw, spec.output_columns, where)
+        y, mask = labels.targets()
+        if need.max_fraction is not None:
+            usable = np.flatnonzero(mask if mask.ndim == 1 else mask.any(axis=1))
+            cap = int(np.floor(need.max_fraction * len(self.rows)))
+            if len(usable) > cap:
+                drop = np.random.default_rng([int(need.fraction_seed), 0x1ABE1]).permutation(usable)[cap:]
+                mask = mask.copy()
+                mask[drop] = False
+                self.labels_capped = len(drop)
+        self.task_labels = labels
+        self.labels, self.label_mask = y, mask
+
+    def labelled_rows(self) -> np.ndarray:
+        """Positions of rows with at least one usable label."""
+        if self.label_mask is None:
+            return np.zeros(0, dtype=np.int64)
+        m = self.label_mask
+        return np.flatnonzero(m if m.ndim == 1 else m.any(axis=1) if m.dtype == bool else (m > 0).any(axis=1))
+
+    def statistics(self):
+        """Row and class counts for a method's setup hook (:class:`radpair.methods.DatasetStats`)."""
+        from radpair.methods.base import DatasetStats
+
+        if self.labels is None:
+            return DatasetStats(n_rows=len(self))
+        labelled = self.labelled_rows()
+        if self.labels.ndim == 1:  # class codes of a categorical task
+            k = self.task_labels.schema.n_levels
+            counts = np.bincount(self.labels[self.label_mask.astype(bool)], minlength=k)
+            names = self.task_labels.class_names
+        else:
+            counts = ((self.labels > 0) & (self.label_mask > 0)).sum(axis=0)
+            names = self.task_labels.class_names if self.task_labels is not None else []
+        return DatasetStats(n_rows=len(self), n_labelled=len(labelled), class_counts=counts, class_names=list(names))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def get_batch(self, items: np.ndarray) -> dict[str, torch.Tensor]:
         """Gather rows ``items`` (positions in this split) into a batch of tensors."""
+        return self.read(items)
+
+    def read(self, items: np.ndarray, images: bool = True, text: bool = True, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Rows ``items`` as tensors; ``prefix`` names extra rows (``impostor_images``, ...)."""
+        from radpair.methods.base import text_keys
+
         items = np.asarray(items, dtype=np.int64)
         image_rows = self.image_rows[items]
-        pixels = self.corpus.read_images(image_rows)
-        batch = {"images": images_to_tensor(pixels), "ids": torch.from_numpy(image_rows)}
-        if self.tokens is not None:
-            # padded to the batch's longest report, not to max_length
-            batch["input_ids"], batch["attention_mask"] = self.tokens.batch(items)
+        batch = {"ids": torch.from_numpy(image_rows)}
+        if images:
+            batch["images"] = images_to_tensor(self.corpus.read_images(image_rows))
+        if text:
+            for name, table in self.fields.items():
+                ids_key, mask_key = text_keys(name)
+                # padded to the batch's longest report, not to max_length
+                batch[ids_key], batch[mask_key] = table.batch(items)
         if self.labels is not None:
             batch["labels"] = torch.from_numpy(self.labels[items])
             batch["label_mask"] = torch.from_numpy(self.label_mask[items])
+        for key, codes in self.codes.items():
+            batch[key] = torch.from_numpy(codes[items])
+        if prefix:
+            batch = {f"{prefix}_{k}": v for k, v in batch.items()}
         return batch
+
+
+def normalise_report_text(text: str) -> str:
+    """Report text for "same report" checks: lower case, whitespace collapsed."""
+    return " ".join(str(text).lower().split())
+
+
+def _codes(values: pd.Series) -> np.ndarray:
+    return pd.factorize(values.astype(str))[0].astype(np.int64)
+
+
+def _dropped(rows: pd.DataFrame, reasons: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_id": rows["image_id"].astype(str).to_numpy(),
+            "image_index": rows["image_index"].to_numpy(dtype=np.int64),
+            "reason": pd.Series(list(reasons), dtype=str).to_numpy(),
+        }
+    )

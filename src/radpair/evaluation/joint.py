@@ -130,16 +130,16 @@ def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
                    device: str | torch.device = "cpu") -> JointRun:
     """Load the encoders, projections and tokenizer of a finished run folder onto ``device``."""
     from radpair.config import from_dict
-    from radpair.models.config import ImageEncoderConfig, MethodConfig, TextEncoderConfig
+    from radpair.methods import BuildContext, build_method, resolve_method_config
+    from radpair.models.config import ImageEncoderConfig, TextEncoderConfig
     from radpair.models.export import load_encoder_weights, read_safetensors_metadata
-    from radpair.models.methods import build_method
     from radpair.text import load_tokenizer
 
     root = Path(run_dir)
     if not root.is_dir():
         raise DataError(f"run folder {str(root)!r} does not exist")
     config = _read_config(root)
-    method_cfg = from_dict(MethodConfig, config.get("method"), "method")
+    method_cfg = resolve_method_config(config.get("method"), "method")
     image_cfg = from_dict(ImageEncoderConfig, config.get("image_encoder"), "image_encoder")
     text_cfg = from_dict(TextEncoderConfig, config.get("text_encoder"), "text_encoder")
     image_cfg.weights = None  # the run's start weights are not needed: the export replaces them
@@ -161,7 +161,7 @@ def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
                         f"{trained_vocab}: pass the tokenizer the run was trained with (--tokenizer DIR)")
 
     with torch.random.fork_rng(devices=[]):  # building draws an initialisation we then overwrite
-        model = build_method(method_cfg, image_cfg, text_cfg, tok)
+        model = build_method(method_cfg, BuildContext(image_cfg, text_cfg, tok))
     if not (hasattr(model, "embed_images") and hasattr(model, "embed_texts")):
         raise ConfigError(f"{root}: method {method_cfg.name!r} learns no joint image-text embedding "
                           "(it has no embed_images/embed_texts); retrieval and zero-shot need one")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from radpair.errors import ConfigError
 
@@ -46,26 +46,3 @@ class TextEncoderConfig:
             raise ConfigError(f"text_encoder.pooling must be cls, mean or max, got {self.pooling!r}")
         if self.hidden_size % self.num_heads:
             raise ConfigError("text_encoder.hidden_size must be divisible by text_encoder.num_heads")
-
-
-@dataclass
-class MethodConfig:
-    """The pretraining method (objective) and its hyper-parameters.
-
-    ConVIRT (Zhang et al.) uses temperature 0.1 and weights the image-to-text direction by
-    ``lambda_image_to_text`` = 0.75. ``supervised`` trains the image encoder on labels only
-    (the from-scratch baseline) and needs ``labels``.
-    """
-
-    name: str = "convirt"
-    temperature: float = 0.1
-    learn_temperature: bool = False
-    lambda_image_to_text: float = 0.75
-    projection_dim: int = 128
-    labels: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError("method.temperature must be positive")
-        if not 0.0 <= self.lambda_image_to_text <= 1.0:
-            raise ConfigError("method.lambda_image_to_text must lie in [0, 1]")

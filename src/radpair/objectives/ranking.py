@@ -356,6 +356,7 @@ def impostor_permutation(
     *,
     avoid_same_study: bool = False,
     study_codes: Sequence | np.ndarray | None = None,
+    stream: int | None = None,
 ) -> np.ndarray:
     """The impostor map s of one epoch: a permutation of range(n), as an int64 array.
 
@@ -368,10 +369,12 @@ def impostor_permutation(
     per row; without codes only fixed points are avoided). It stays deterministic in
     (seed, epoch, n, study_codes) and raises ValueError when impossible (a study holding
     more than half the rows). With the option off, ``study_codes`` is ignored.
+    ``stream`` (an int) separates this draw from other (seed, epoch) streams, e.g. the
+    training loop's own epoch shuffle, which also seeds a Generator with [seed, epoch].
     """
     if n < 0 or seed < 0 or epoch < 0:
         raise ValueError(f"seed, epoch and n must be >= 0 (they seed a numpy Generator), got {seed}, {epoch}, {n}")
-    rng = np.random.default_rng([int(seed), int(epoch)])
+    rng = np.random.default_rng([int(seed), int(epoch)] + ([] if stream is None else [int(stream)]))
     if not avoid_same_study:
         return rng.permutation(n).astype(np.int64)
     codes = np.arange(n) if study_codes is None else _as_codes(study_codes, n, "study_codes")

@@ -5,7 +5,7 @@ Papers are data files, ``radpair/replicate/papers/<name>.yaml`` (schema in
 is the file stem and equals the stem of its optimiser recipe in ``configs/recipes``.
 
 A paper runs when every method it names is registered in
-:data:`radpair.models.methods.METHODS` and every capability it needs is in
+:data:`radpair.methods.METHODS` and every capability it needs is in
 :data:`CAPABILITIES`. The transfer harness adds its capabilities with
 :func:`register_capability` when it is imported; until then every paper reports what it
 still needs.
@@ -71,7 +71,8 @@ def paper_text_path(paper: Paper) -> Path:
 
 def registered_methods() -> set[str]:
     """Names in the live method registry (imports torch and the model code)."""
-    from radpair.models.methods import METHODS
+    import radpair.methods  # noqa: F401  (registers the built-in methods)
+    from radpair.methods.base import METHODS
 
     return set(METHODS.names())
 

@@ -217,7 +217,7 @@ class MethodSpec:
     """One pretraining run the paper compares: a registered method with its options."""
 
     id: str  # the name tables and arms use
-    method: str  # name in radpair.models.methods.METHODS
+    method: str  # name in radpair.methods.METHODS
     label: str
     options: Mapping[str, Any]  # method-specific configuration (passed to the method)
     paper: Mapping[str, Any]  # the paper's settings; None = not stated

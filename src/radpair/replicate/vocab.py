@@ -13,7 +13,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-# Pretraining methods a paper may name: those registered in radpair.models.methods.METHODS
+# Pretraining methods a paper may name: those registered in radpair.methods.METHODS
 # today plus the ones the seed papers need. paper_status() asks the live registry which
 # of them exist; this table only catches typos and says what each one is.
 PLANNED_METHODS: Mapping[str, str] = MappingProxyType({
