@@ -165,6 +165,18 @@ class Schedule:
         return [sp.extra.partners(epoch, r) for r in rows]
 
 
+def read_step(dataset: PairDataset, plan: "BatchPlan | Schedule", step: int) -> list[dict[str, torch.Tensor]]:
+    """This process's micro-batches of ``step``, with the method's extra rows (if any) merged in."""
+    rows = plan.rows(step)
+    micro = [dataset.get_batch(r) for r in rows]
+    extra = plan.extra_rows(step, rows) if hasattr(plan, "extra_rows") else None
+    if extra is not None:
+        spec = plan.span(step)[0].extra.extra
+        for batch, partner in zip(micro, extra):
+            batch.update(dataset.read(partner, images=spec.images, text=spec.text, prefix=spec.prefix))
+    return micro
+
+
 class BatchReader:
     """Reads a step's micro-batches from the dataset, optionally one step ahead in a thread."""
 
@@ -185,13 +197,7 @@ class BatchReader:
         self._pending: tuple[int, Future] | None = None
 
     def _load(self, step: int) -> list[dict[str, torch.Tensor]]:
-        rows = self.plan.rows(step)
-        micro = [self.dataset.get_batch(r) for r in rows]
-        extra = self.plan.extra_rows(step, rows) if hasattr(self.plan, "extra_rows") else None
-        if extra is not None:
-            spec = self.plan.span(step)[0].extra.extra
-            for batch, partner in zip(micro, extra):
-                batch.update(self.dataset.read(partner, images=spec.images, text=spec.text, prefix=spec.prefix))
+        micro = read_step(self.dataset, self.plan, step)
         if self.pin_memory:
             micro = [{k: v.pin_memory() for k, v in b.items()} for b in micro]
         if self.finish is not None:

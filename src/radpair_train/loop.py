@@ -40,7 +40,7 @@ from radpair.models.export import input_record, save_encoder_weights
 from radpair.text import load_tokenizer
 from radpair_train import distributed as D
 from radpair_train import rng
-from radpair_train.batches import BatchPlan, BatchReader, ExtraRowPlan, PhaseSpan, Schedule
+from radpair_train.batches import BatchPlan, BatchReader, ExtraRowPlan, PhaseSpan, Schedule, read_step
 from radpair_train.checkpoint import RESUME_IGNORED_KEYS, CheckpointManager, config_changes
 from radpair_train.config import PretrainConfig
 from radpair_train.optim import build_lookahead, build_optimizer, build_scheduler
@@ -443,7 +443,7 @@ class Trainer:
 
     def _batch(self, step: int) -> dict[str, torch.Tensor]:
         """The whole (single micro-batch) batch of ``step`` for this process, on the device."""
-        batches = self._finish(step, [self.dataset.get_batch(rows) for rows in self.plan.rows(step)])
+        batches = self._finish(step, read_step(self.dataset, self.plan, step))
         if len(batches) == 1:
             return batches[0]
         return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}

@@ -71,22 +71,39 @@ def draw_false_partners(seed: int, epoch: int, rows: np.ndarray, dataset) -> np.
 
 
 class _ConvBranch(nn.Module):
-    """1×1 conv → BN → ReLU → masked global average pool → FC."""
+    """1×1 conv → BN → ReLU → global average pool → FC, on a feature map [B, C, H, W]."""
 
-    def __init__(self, in_channels: int, channels: int, out_dim: int, dims: int) -> None:
+    def __init__(self, in_channels: int, channels: int, out_dim: int) -> None:
         super().__init__()
-        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
-        self.conv = conv(in_channels, channels, kernel_size=1, bias=False)
-        self.bn = bn(channels)
+        self.conv = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
         self.fc = nn.Linear(channels, out_dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.relu(self.bn(self.conv(x)))
-        if mask is None:
-            pooled = h.flatten(2).mean(-1)
-        else:  # mean over real tokens only
-            m = mask[:, None, :].to(h.dtype)
-            pooled = (h * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.bn(self.conv(x))).flatten(2).mean(-1))
+
+
+class _TokenBranch(nn.Module):
+    """The text twin of :class:`_ConvBranch` over token states [B, T, H].
+
+    A 1×1 convolution over the token axis is a linear map per token; it and BatchNorm see
+    the real tokens only (padding would enter the BatchNorm statistics, and how much
+    padding a batch has depends on how it is split across processes). Pooling averages
+    over the real tokens.
+    """
+
+    def __init__(self, in_channels: int, channels: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Linear(in_channels, channels, bias=False)
+        self.bn = nn.BatchNorm1d(channels)
+        self.fc = nn.Linear(channels, out_dim)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        real = mask.bool()
+        h = F.relu(self.bn(self.conv(states[real])))  # [N_tokens, C]
+        rows = torch.arange(states.shape[0], device=states.device).repeat_interleave(real.sum(1))
+        pooled = torch.zeros(states.shape[0], h.shape[1], dtype=h.dtype, device=h.device).index_add_(0, rows, h)
+        pooled = pooled / real.sum(1, keepdim=True).clamp_min(1).to(h.dtype)
         return self.fc(pooled)
 
 
@@ -115,8 +132,8 @@ class TIMNetMatching(Method):
         self.cfg = cfg
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_branch = _ConvBranch(image_encoder.out_dim, cfg.conv_channels, cfg.embedding_dim, dims=2)
-        self.text_branch = _ConvBranch(text_encoder.out_dim, cfg.conv_channels, cfg.embedding_dim, dims=1)
+        self.image_branch = _ConvBranch(image_encoder.out_dim, cfg.conv_channels, cfg.embedding_dim)
+        self.text_branch = _TokenBranch(text_encoder.out_dim, cfg.conv_channels, cfg.embedding_dim)
         self.match_classifier = nn.Sequential(nn.Linear(cfg.embedding_dim, cfg.classifier_hidden),
                                               nn.ReLU(inplace=True), nn.Linear(cfg.classifier_hidden, 2))
 
@@ -125,7 +142,7 @@ class TIMNetMatching(Method):
 
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.text_encoder.token_states(input_ids, attention_mask)  # [B, T, H]
-        return self.text_branch(states.transpose(1, 2), attention_mask)
+        return self.text_branch(states, attention_mask)
 
     def match_logits(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """[B, 2] logits of "same imaging event" for row-aligned pairs."""
