@@ -40,6 +40,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import sys
 import time
@@ -101,9 +102,11 @@ def preset_throughput(preset: Path, corpus, tok_dir: Path, out: Path, steps: int
     per_step, per_enc = statistics.median(full), statistics.median(enc)
     micro = batches[0]
     image_keys = sorted({k for mb in micro for k in mb if k == "images" or k.endswith("_images")})
-    return {"preset": preset.name, "overrides": [*forced, *extra], "method": cfg.method.name,
+    return {"preset": preset.name, "preset_sha256": hashlib.sha256(preset.read_bytes()).hexdigest()[:12],
+            "overrides": [*forced, *extra], "method": cfg.method.name,
             "phase": first.phase.name, "phases": [sp.phase.name for sp in trainer.plan.spans],
             "image_encoder": cfg.image_encoder.name, "image_size": list(corpus.image_size),
+            "text_max_length": cfg.text_encoder.max_length, "augment": bool(cfg.data.augment.enabled),
             "rows": len(trainer.dataset), "batch": trainer.batch_size, "micro_batches": len(micro),
             "image_tensors": image_keys,
             "images_per_step": sum(int(mb[k].shape[0]) for mb in micro for k in image_keys if k in mb),

@@ -287,3 +287,21 @@ def test_the_loop_provides_every_declared_need(synth, tmp_path):
     Trainer(_cfg(synth, tmp_path / "q", **{"method.name": "contract_probe"})).fit()
     again = [e for e in ContractProbe.log if e[0] == "batch"]
     assert [e[4] for e in again] == [e[4] for e in batches]
+
+
+def test_matching_metrics_of_a_timnet_run_on_balanced_held_out_pairs(synth, tmp_path):
+    from radpair.evaluation.matching import evaluate_matching
+
+    out = tmp_path / "timnet"
+    Trainer(_cfg(synth, out, **{"method.name": "timnet_matching", **METHOD_RUNS["timnet_matching"]})).fit()
+    result = evaluate_matching(out, synth[0], split="test")
+    assert result.pairs["true_pairs"] == result.pairs["false_pairs"] > 0
+    assert set(result.metrics) >= {"accuracy", "auc", "f1", "precision", "recall", "average_precision"}
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+    assert "| accuracy |" in result.to_markdown()
+    again = evaluate_matching(out, synth[0], split="test")
+    assert again.metrics == result.metrics  # deterministic: eval mode, seeded partners
+    convirt = tmp_path / "convirt"
+    Trainer(_cfg(synth, convirt, **{"method.projection_dim": 16, "train.max_steps": 2})).fit()
+    with pytest.raises(ConfigError, match="no match classifier"):
+        evaluate_matching(convirt, synth[0])

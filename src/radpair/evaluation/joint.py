@@ -199,8 +199,15 @@ def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
     dev = torch.device(device)
     model.to(dev).eval()
     data = config.get("data") or {}
+    sections, max_length = str(data.get("text_sections", "full")), int(text_cfg.max_length)
+    from radpair.methods import method_needs
+
+    fields = method_needs(method_cfg).text_fields
+    if len(fields) == 1:  # the method's own text field (e.g. TIMNet reads FINDINGS) decides
+        sections = fields[0].sections or sections
+        max_length = fields[0].max_length or max_length
     return JointRun(root=root, config=config, model=model, tokenizer=tok, tokenizer_path=tok_path,
-                    text_sections=str(data.get("text_sections", "full")), max_length=int(text_cfg.max_length),
+                    text_sections=sections, max_length=max_length,
                     step=step, checkpoint=ckpt_path, device=dev, image_size=meta.get("image_size"),
                     input_meta=meta)
 
@@ -233,8 +240,9 @@ def input_problems(run: JointRun, corpus) -> list[str]:
 
 
 def embed_images(run: JointRun, corpus, rows: Sequence[int] | np.ndarray, batch_size: int = 256,
-                 progress: bool = False) -> np.ndarray:
-    """(N, D) L2-normalised image embeddings of corpus image rows ``rows`` (``image_index`` values)."""
+                 progress: bool = False, normalise: bool = True) -> np.ndarray:
+    """(N, D) L2-normalised (``normalise=False``: raw) image embeddings of corpus image rows
+    ``rows`` (``image_index`` values)."""
     from radpair.evaluation.features import extract_features
 
     rows = np.asarray(rows, dtype=np.int64)
@@ -242,7 +250,7 @@ def embed_images(run: JointRun, corpus, rows: Sequence[int] | np.ndarray, batch_
         return np.zeros((0, 0), dtype=np.float32)
     out = extract_features(_ImageTower(run.model), corpus.images, batch_size=batch_size, device=run.device,
                            indices=rows, progress=progress)
-    return l2_normalise(out)
+    return l2_normalise(out) if normalise else np.asarray(out, dtype=np.float32)
 
 
 def text_tokens(run: JointRun, texts: Sequence[str], sections: bool = True):
@@ -252,8 +260,8 @@ def text_tokens(run: JointRun, texts: Sequence[str], sections: bool = True):
     return tokenize_texts(list(texts), run.tokenizer, run.max_length, run.text_sections if sections else "full")
 
 
-def embed_tokens(run: JointRun, tokens, batch_size: int = 256) -> np.ndarray:
-    """(N, D) L2-normalised text embeddings of a token table."""
+def embed_tokens(run: JointRun, tokens, batch_size: int = 256, normalise: bool = True) -> np.ndarray:
+    """(N, D) L2-normalised (``normalise=False``: raw) text embeddings of a token table."""
     n = len(tokens.lengths)
     chunks: list[np.ndarray] = []
     with eval_mode(run.model), torch.inference_mode():
@@ -264,7 +272,8 @@ def embed_tokens(run: JointRun, tokens, batch_size: int = 256) -> np.ndarray:
             chunks.append(emb.float().cpu().numpy())
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
-    return l2_normalise(np.concatenate(chunks, axis=0))
+    out = np.concatenate(chunks, axis=0)
+    return l2_normalise(out) if normalise else out
 
 
 def embed_texts(run: JointRun, texts: Sequence[str], batch_size: int = 256, sections: bool = True) -> np.ndarray:

@@ -115,11 +115,13 @@ CORPUS_ROLES = ("main", "shifted", "supervised_source")
 BACKBONES = ("resnet_tiny", "resnet_small", "resnet18", "resnet34", "resnet50")
 # keys of a synthetic corpus preset (n, size, seed, difficulty) and SynthConfig knobs
 CORPUS_PRESET_KEYS = ("n", "size", "seed", "difficulty", "synth")
-DIFFICULTIES = ("easy", "classic", "default", "hard")
+DIFFICULTIES = ("easy", "classic", "default", "hard", "pediatric_shift")
 SYNTH_KNOBS = ("conspicuity", "noise", "anatomy_variation", "distractor_rate", "distractor_illness_link",
                "heart_size_confounding", "report_noise", "lateral_view_rate",
                "repeat_frontal_rate", "mean_studies_per_patient", "max_studies_per_patient",
-               "paragraph_report_rate", "line_wrap_rate", "split_fractions")
+               "paragraph_report_rate", "line_wrap_rate", "split_fractions",
+               "body_scale", "chest_aspect", "heart_scale", "exposure_gamma", "exposure_contrast",
+               "exposure_brightness", "noise_grain", "device_rate", "findings_only", "finding_prevalence")
 
 MODES = ("quick", "cpu", "data")
 

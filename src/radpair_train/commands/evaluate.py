@@ -1,7 +1,8 @@
-"""`radpair evaluate retrieval|zeroshot`: evaluate a joint image-text run without labels for training.
+"""`radpair evaluate retrieval|zeroshot|matching`: evaluate a joint image-text run without labels for training.
 
-A thin layer over :func:`radpair.evaluation.retrieval.evaluate_retrieval` and
-:func:`radpair.evaluation.zeroshot.evaluate_zeroshot`. ``--checkpoint`` is a run folder
+A thin layer over :func:`radpair.evaluation.retrieval.evaluate_retrieval`,
+:func:`radpair.evaluation.zeroshot.evaluate_zeroshot` and
+:func:`radpair.evaluation.matching.evaluate_matching`. ``--checkpoint`` is a run folder
 (the ``train.out_dir`` of ``radpair pretrain``); results go to ``--out`` as JSON and a
 short Markdown table, and the table is printed.
 """
@@ -28,7 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="zero-shot classification and image<->text retrieval of a joint-embedding run",
+        help="zero-shot classification, image<->text retrieval and matching of a joint-embedding run",
         description="Evaluate a joint image-text run (e.g. ConVIRT) directly in its embedding space.",
     )
     kinds = p.add_subparsers(dest="evaluation", metavar="KIND")
@@ -60,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="test labels (default: the task's; index when it says truth and the corpus has none)")
     z.add_argument("--bootstrap", type=int, default=1000, help="patient-bootstrap replicates (default: 1000)")
     z.set_defaults(func=run_zeroshot)
+    m = kinds.add_parser(
+        "matching", help="image-report matching accuracy, AUC, F1, precision, recall and AP (TIMNet's Table I)",
+        description="Score a matching run's classifier on every held-out pair and one false pair per image (a "
+        "partner's text, never an identical report), balanced. See docs/methods.md.",
+    )
+    _common(m)
+    m.add_argument("--split", default="test", help="split the pairs come from (default: test)")
+    m.set_defaults(func=run_matching)
     p.set_defaults(func=lambda args: _no_kind(p))
 
 
@@ -138,4 +147,13 @@ def run_zeroshot(args: argparse.Namespace) -> int:
                                test_labels=args.test_labels, views=_views(args.views),
                                n_bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
                                progress=not args.no_progress)
+    return _finish(result, out)
+
+
+def run_matching(args: argparse.Namespace) -> int:
+    from radpair.evaluation.matching import evaluate_matching
+
+    run, out = _prepare(args)
+    result = evaluate_matching(run, args.corpus, split=args.split, seed=args.seed, views=_views(args.views),
+                               batch_size=args.batch_size, progress=not args.no_progress)
     return _finish(result, out)

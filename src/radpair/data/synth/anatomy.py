@@ -46,6 +46,8 @@ class Anatomy:
     vessel_density: float = 0.085
     female: bool = False
     texture_seed: int = 0
+    scale: float = 1.0              # size of the whole patient on the film (SynthConfig.body_scale)
+    heart_scale: float = 1.0        # drawn heart width relative to its CTR (SynthConfig.heart_scale)
 
     @property
     def thorax_width(self) -> float:
@@ -73,8 +75,57 @@ class Acquisition:
     inspiration: float = 0.0    # + = deeper breath (domes lower)
 
 
-def sample_anatomy(rng: np.random.Generator, variation: float = 1.0, female: bool | None = None) -> Anatomy:
-    """Draw one patient's anatomy; ``variation`` scales every spread (0 = template patient)."""
+def sample_anatomy(rng: np.random.Generator, variation: float = 1.0, female: bool | None = None, *,
+                   body_scale: float = 1.0, chest_aspect: float = 1.0, heart_scale: float = 1.0) -> Anatomy:
+    """Draw one patient's anatomy; ``variation`` scales every spread (0 = template patient).
+
+    ``body_scale``, ``chest_aspect`` and ``heart_scale`` (see :class:`SynthConfig`) reshape
+    the drawn patient with :func:`reshape_anatomy` and draw no random numbers, so the same
+    ``rng`` gives the same patient, only smaller or rounder.
+    """
+    an = _sample_anatomy(rng, variation, female)
+    if body_scale != 1.0 or chest_aspect != 1.0 or heart_scale != 1.0:
+        an = reshape_anatomy(an, body_scale, chest_aspect, heart_scale)
+    return an
+
+
+# lung heights are stretched about the level of the hila
+_PIVOT_Y = -0.08
+
+
+def reshape_anatomy(an: Anatomy, body_scale: float = 1.0, chest_aspect: float = 1.0,
+                    heart_scale: float = 1.0) -> Anatomy:
+    """Another population's chest: smaller (``body_scale``), rounder (``chest_aspect`` > 1:
+    widths times it, lung heights about the hilar level divided by it) and with a relatively
+    larger heart and mediastinum (``heart_scale``)."""
+    a, h = float(chest_aspect), float(heart_scale)
+
+    def tall(y: float) -> float:
+        return _PIVOT_Y + (y - _PIVOT_Y) / a
+
+    return replace(
+        an,
+        lung_center=an.lung_center * a,
+        lung_half_width=an.lung_half_width * a,
+        lung_top=tall(an.lung_top),
+        lung_center_y=tall(an.lung_center_y),
+        dome_right=tall(an.dome_right),
+        dome_left=tall(an.dome_left),
+        cp_depth=an.cp_depth / a,
+        mediastinum_half_width=an.mediastinum_half_width * a * h,
+        heart_center_x=an.heart_center_x * a,
+        heart_height=an.heart_height * h,
+        hilum_right=(an.hilum_right[0] * a, tall(an.hilum_right[1])),
+        hilum_left=(an.hilum_left[0] * a, tall(an.hilum_left[1])),
+        body_half_width=an.body_half_width * a,
+        rib_spacing=an.rib_spacing / a,
+        clavicle_y=tall(an.clavicle_y),
+        scale=an.scale * float(body_scale),
+        heart_scale=an.heart_scale * h,
+    )
+
+
+def _sample_anatomy(rng: np.random.Generator, variation: float, female: bool | None) -> Anatomy:
     v = float(variation)
 
     def n(sd: float, lo: float = -2.5, hi: float = 2.5) -> float:
@@ -242,5 +293,5 @@ def fit_vessel_points(pts: np.ndarray, an: Anatomy, side: str) -> np.ndarray:
     return out
 
 
-__all__ = ["Anatomy", "Acquisition", "VesselTree", "sample_anatomy", "sample_acquisition", "vessel_tree",
+__all__ = ["Anatomy", "Acquisition", "VesselTree", "sample_anatomy", "reshape_anatomy", "sample_acquisition", "vessel_tree",
            "vessel_template", "template_index", "fit_vessel_points", "N_VESSEL_TEMPLATES"]

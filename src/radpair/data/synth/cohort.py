@@ -10,6 +10,11 @@ follow-up structure for comparison sentences.
 
 Each patient is drawn from its own ``np.random.default_rng([seed, patient, stream])``,
 so a patient looks the same whatever the corpus size or worker count.
+
+``SynthConfig.findings_only`` / ``finding_prevalence`` override the model: a left-out
+finding is never drawn (its process is skipped, it draws no random numbers), and the one
+kept finding with a prevalence is present in each study with that probability. Without
+them every draw is the cohort model's, in the same order as before they existed.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ class _Course:
 
     def __init__(self, rng: np.random.Generator, hf: bool, age: int, cfg: SynthConfig) -> None:
         self.rng, self.hf, self.age, self.cfg = rng, hf, age, cfg
+        # forced prevalence per study-level process (None: the cohort model decides)
+        self.rate = {name: cfg.finding_rate(name) for name in
+                     ("edema", "pleural_effusion", "pneumothorax", "consolidation", "atelectasis")}
         self.edema = 0
         self.eff = {"right": 0, "left": 0}  # 0 none, 1 small, 2 moderate, 3 large
         self.ptx_side, self.ptx_size = "", 0
@@ -91,8 +99,20 @@ class _Course:
         self.devices: set[str] = set()
 
     # --- individual processes -------------------------------------------------------
+    def _forced(self, name: str) -> bool | None:
+        """Whether a forced-prevalence finding is present in this study (``None``: not forced).
+        A forced rate of 0 draws nothing."""
+        p = self.rate[name]
+        if p is None:
+            return None
+        return bool(p > 0 and self.rng.random() < p)
+
     def step_edema(self, setting: str, first: bool) -> None:
         rng = self.rng
+        forced = self._forced("edema")
+        if forced is not None:  # keep the grade while it persists, else draw one
+            self.edema = (self.edema or 1 + int(rng.choice(3, p=(0.45, 0.35, 0.2)))) if forced else 0
+            return
         if first:
             self.edema = int(rng.choice(4, p=_EDEMA_START[(self.hf, setting)]))
             return
@@ -106,6 +126,17 @@ class _Course:
 
     def step_effusion(self, setting: str, first: bool) -> None:
         rng = self.rng
+        forced = self._forced("pleural_effusion")
+        if forced is not None:
+            if not forced:
+                self.eff = {"right": 0, "left": 0}
+            elif not any(self.eff.values()):
+                size = 1 + int(rng.choice(3, p=(0.55, 0.33, 0.12)))
+                if rng.random() < 0.22:
+                    self.eff = {"right": size, "left": max(1, size - int(rng.random() < 0.5))}
+                else:
+                    self.eff["right" if rng.random() < 0.55 else "left"] = size
+            return
         if any(self.eff.values()) and not first:
             for sd in ("right", "left"):
                 if self.eff[sd]:
@@ -128,7 +159,7 @@ class _Course:
             else:
                 self.eff["right" if rng.random() < 0.55 else "left"] = size
             big = [sd for sd in ("right", "left") if self.eff[sd] >= 2]
-            if big and setting != "outpatient" and rng.random() < 0.15:  # drained effusions carry chest tubes too
+            if big and setting != "outpatient" and rng.random() < 0.15 * self.cfg.device_rate:  # drained effusions carry chest tubes too
                 self.devices.add(f"chest_tube_{big[0]}")
 
     def step_devices(self, setting: str, first: bool) -> None:
@@ -136,7 +167,7 @@ class _Course:
         keep = {d for d in sorted(self.devices) if d == "pacemaker" or rng.random() < 0.75}  # sorted: set order varies by process
         base = {"icu": dict(ett=0.5, ng=0.45, cvc=0.6), "ward": dict(ett=0.0, ng=0.07, cvc=0.2),
                 "outpatient": dict(ett=0.0, ng=0.0, cvc=0.015)}[setting]
-        scale = 1.0 if first else 0.5
+        scale = (1.0 if first else 0.5) * self.cfg.device_rate
         if "ett" not in keep and rng.random() < base["ett"] * scale:
             keep.add("ett")
         p_ng = 0.75 if "ett" in keep else base["ng"]
@@ -148,6 +179,14 @@ class _Course:
 
     def step_pneumothorax(self, setting: str, first: bool, new_line: bool) -> None:
         rng = self.rng
+        forced = self._forced("pneumothorax")
+        if forced is not None:
+            if not forced:
+                self.ptx_side, self.ptx_size = "", 0
+            elif not self.ptx_side:
+                self.ptx_side = "right" if rng.random() < 0.5 else "left"
+                self.ptx_size = 1 + int(rng.choice(3, p=(0.58, 0.3, 0.12)))
+            return
         if self.ptx_side and not first:
             r = rng.random()
             if r < 0.45:
@@ -160,11 +199,19 @@ class _Course:
         if rng.random() < p:
             self.ptx_side = "right" if rng.random() < 0.5 else "left"
             self.ptx_size = 1 + int(rng.choice(3, p=(0.58, 0.3, 0.12)))
-            if setting != "outpatient" and rng.random() < 0.3 + 0.2 * self.ptx_size:
+            if setting != "outpatient" and rng.random() < (0.3 + 0.2 * self.ptx_size) * self.cfg.device_rate:
                 self.devices.add(f"chest_tube_{self.ptx_side}")
 
     def step_consolidation(self, setting: str, first: bool) -> None:
         rng = self.rng
+        forced = self._forced("consolidation")
+        if forced is not None:
+            if not forced:
+                self.cons_lobe, self.cons_pattern = "", ""
+            elif not self.cons_lobe:
+                self.cons_lobe = _choice(rng, LOBES, _LOBE_P)
+                self.cons_pattern = "lobar" if rng.random() < 0.45 else "patchy"
+            return
         if self.cons_lobe and not first:
             if rng.random() < 0.45:
                 self.cons_lobe, self.cons_pattern = "", ""
@@ -176,6 +223,10 @@ class _Course:
 
     def step_atelectasis(self, setting: str, first: bool) -> None:
         rng = self.rng
+        forced = self._forced("atelectasis")
+        if forced is not None:
+            self.atel = (self.atel or _choice(rng, _ATEL_KINDS, _ATEL_P)) if forced else ""
+            return
         if self.atel and not first and rng.random() < 0.5:
             return
         big_eff = max(self.eff.values()) >= 2
@@ -221,16 +272,18 @@ def sample_patient(seed: int, number: int, cfg: SynthConfig) -> PatientPlan:
     setting = _choice(rng, SETTINGS, (0.45, 0.33, 0.22))
     p_hf = 0.05 + 0.14 * (age > 65) + {"outpatient": 0.0, "ward": 0.14, "icu": 0.16}[setting]
     hf = bool(rng.random() < p_hf)
-    enlarged = rng.random() < (0.78 if hf else 0.05 + 0.05 * (age > 70))
+    forced_enlarged, forced_nodule = cfg.finding_rate("cardiomegaly"), cfg.finding_rate("nodule")
+    p_enlarged = 0.78 if hf else 0.05 + 0.05 * (age > 70)
+    enlarged = rng.random() < (p_enlarged if forced_enlarged is None else forced_enlarged)
     ctr = _ctr(rng, enlarged)
     nodule = None
-    if rng.random() < 0.055 + 0.02 * (age > 60):
+    if rng.random() < (0.055 + 0.02 * (age > 60) if forced_nodule is None else forced_nodule):
         nodule = Nodule(side="right" if rng.random() < 0.55 else "left", lateral=float(rng.uniform(-0.4, 0.85)),
                         vertical=float(rng.uniform(-0.85, 0.55)), diameter_mm=float(np.round(rng.uniform(9, 28), 0)))
     lam = {"outpatient": 0.45, "ward": 1.2, "icu": 2.1}[setting] * (cfg.mean_studies_per_patient - 1.0) / 1.06
     n_studies = int(min(1 + rng.poisson(lam), cfg.max_studies_per_patient))
     course = _Course(rng, hf, age, cfg)
-    if hf and rng.random() < 0.15 or rng.random() < 0.015:
+    if hf and rng.random() < 0.15 * cfg.device_rate or rng.random() < 0.015 * cfg.device_rate:
         course.devices.add("pacemaker")
     studies = []
     pid = f"p{number:06d}"
@@ -254,7 +307,8 @@ def sample_patient(seed: int, number: int, cfg: SynthConfig) -> PatientPlan:
                                        "outpatient": rng.integers(30, 700)}[setting])
         studies.append(StudyPlan(k, f"s{number:06d}_{k:02d}", course.findings(ctr_k, nodule),
                                  _views(rng, setting, cfg), setting, days))
-    anatomy = sample_anatomy(np.random.default_rng([seed, number, STREAM_ANATOMY]), cfg.anatomy_variation, female)
+    anatomy = sample_anatomy(np.random.default_rng([seed, number, STREAM_ANATOMY]), cfg.anatomy_variation, female,
+                             body_scale=cfg.body_scale, chest_aspect=cfg.chest_aspect, heart_scale=cfg.heart_scale)
     return PatientPlan(number, pid, age, female, hf, anatomy, tuple(studies))
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from radpair.config import deep_merge, from_dict, read_yaml_mapping, to_dict
+from radpair.data.synth.findings import FINDINGS
 from radpair.errors import ConfigError, unknown_choice_message
 
-DIFFICULTIES = ("easy", "classic", "default", "hard")
+DIFFICULTIES = ("easy", "classic", "default", "hard", "pediatric_shift")
 
 
 @dataclass
@@ -74,6 +75,52 @@ class SynthConfig:
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     """train / validate / test fractions of patients."""
 
+    # --- population and scanner shift (a corpus from another hospital; ``pediatric_shift``) --------
+    # At their defaults these knobs change nothing and draw no random numbers, so every
+    # other preset's corpus stays byte-identical to the one made before they existed.
+    body_scale: float = 1.0
+    """Size of the patient on the film, 0.5..1.5. The whole patient (lungs, heart, bones, body
+    outline) is magnified by it about the image centre, so below 1 the chest fills less of the
+    film and more neck, shoulders and abdomen show, as on a small child's film (0.8: a chest
+    about 4/5 of an adult's on the same field of view). Stored per patient as
+    ``Anatomy.scale``; per-image positioning magnification varies on top. 1 = adult."""
+    chest_aspect: float = 1.0
+    """Width-to-height ratio of the thorax relative to an adult's, 0.6..1.6. Lateral sizes (lung
+    positions and widths, hila, body outline) are multiplied by it; lung heights (apex and
+    diaphragm domes about the hilar level, costophrenic recess, rib spacing) are divided by it.
+    Above 1 the chest is shorter and rounder, as a child's boxy thorax; below 1 longer and
+    narrower. 1 = the adult shape."""
+    heart_scale: float = 1.0
+    """Size of the heart and mediastinum relative to the thorax, 0.5..1.6. The drawn cardiac
+    silhouette (width and height) and the mediastinal width are multiplied by it; the label
+    stays the drawn cardiothoracic ratio before this scaling. Children's hearts and thymus are
+    relatively larger (a normal infant's ratio reaches 0.6), so at 1.15 a normal heart looks
+    enlarged to a model trained on adults. 1 = default."""
+    exposure_gamma: float = 1.0
+    """Multiplies every image's display gamma, 0.3..3: another vendor's look-up table. Above 1 the
+    mid-tones are darker (blacker lungs), below 1 lighter and flatter. 1 = default."""
+    exposure_contrast: float = 1.0
+    """Multiplies every image's contrast about mid-grey, 0.2..3. 1 = default."""
+    exposure_brightness: float = 0.0
+    """Added to every image's brightness (display units, 1 = white to black), -0.5..0.5.
+    0 = default."""
+    noise_grain: float = 0.0
+    """Correlation length of the quantum mottle as a share of the image side, 0..0.1 (the
+    Gaussian sigma of the grain: 0.02 is 1.3 px at 64 px, 2.6 px at 128 px). 0 (default) is
+    independent pixels; above 0 the mottle is blotchy, like another detector's or another
+    processing's noise. Its standard deviation is kept, so ``noise`` still sets the amount."""
+    device_rate: float = 1.0
+    """Scales the probability of every support device (tubes, lines, pacemakers, chest tubes),
+    0..1; 0 draws none, as on an outpatient children's set. 1 = the cohort model's rates."""
+    findings_only: list[str] = field(default_factory=list)
+    """Draw only these findings (names of ``FINDINGS``); every other finding's prevalence is 0
+    (no edema, no enlarged heart, no effusion, ... and no chest tubes for them). Patients,
+    settings, views and devices are drawn as before. Empty (default): all seven findings."""
+    finding_prevalence: float | None = None
+    """Share of studies that show the one finding of ``findings_only`` (needs exactly one), 0..1,
+    drawn per study whatever the care setting (per patient for the patient-level cardiomegaly
+    and nodule). ``None`` (default) keeps the cohort model's rate."""
+
     def validate(self) -> None:
         """Reject values that would silently produce a broken corpus."""
         for name in ("conspicuity", "noise", "anatomy_variation", "distractor_rate"):
@@ -96,6 +143,31 @@ class SynthConfig:
         if not 1 <= self.max_studies_per_patient <= 50:
             raise ConfigError(f"synth config key 'max_studies_per_patient': {self.max_studies_per_patient} "
                               "is outside [1, 50]")
+        for name, lo, hi, meaning in (
+                ("body_scale", 0.5, 1.5, "1 = adult size, below 1 a smaller patient"),
+                ("chest_aspect", 0.6, 1.6, "1 = adult width-to-height ratio, above 1 a rounder chest"),
+                ("heart_scale", 0.5, 1.6, "1 = adult heart and mediastinum, above 1 relatively larger"),
+                ("exposure_gamma", 0.3, 3.0, "a multiplier of the display gamma, 1 = default"),
+                ("exposure_contrast", 0.2, 3.0, "a multiplier of the contrast, 1 = default"),
+                ("exposure_brightness", -0.5, 0.5, "an offset in display units, 0 = default"),
+                ("noise_grain", 0.0, 0.1, "a share of the image side, 0 = independent pixels"),
+                ("device_rate", 0.0, 1.0, "a multiplier of every support device's probability")):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ConfigError(f"synth config key {name!r}: {value} is outside [{lo:g}, {hi:g}] ({meaning})")
+        for name in self.findings_only:
+            if name not in FINDINGS:
+                raise ConfigError("synth config key 'findings_only': "
+                                  + unknown_choice_message("finding", name, FINDINGS))
+        if len(set(self.findings_only)) != len(self.findings_only):
+            raise ConfigError(f"synth config key 'findings_only': {self.findings_only} names a finding twice")
+        if self.finding_prevalence is not None:
+            if len(self.findings_only) != 1:
+                raise ConfigError(f"synth config key 'finding_prevalence' needs exactly one finding in "
+                                  f"'findings_only' (the one it is the prevalence of), got {self.findings_only}")
+            if not 0.0 <= self.finding_prevalence <= 1.0:
+                raise ConfigError(f"synth config key 'finding_prevalence': {self.finding_prevalence} is not a "
+                                  "probability in [0, 1]")
         fr = self.split_fractions
         if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
             raise ConfigError(f"synth config key 'split_fractions': {fr} must be three non-negative "
@@ -103,11 +175,23 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         self.split_fractions = [float(f) for f in self.split_fractions]
+        self.findings_only = [str(f) for f in self.findings_only]
+        if self.finding_prevalence is not None:
+            self.finding_prevalence = float(self.finding_prevalence)
         self.validate()
+
+    def finding_rate(self, name: str) -> float | None:
+        """The forced prevalence of finding ``name``: 0 when ``findings_only`` leaves it out,
+        ``finding_prevalence`` for its one finding, ``None`` when the cohort model decides."""
+        if not self.findings_only:
+            return None
+        if name not in self.findings_only:
+            return 0.0
+        return self.finding_prevalence
 
     @classmethod
     def preset(cls, difficulty: str = "default") -> "SynthConfig":
-        """The named difficulty preset (``easy``, ``classic``, ``default``, ``hard``)."""
+        """The named preset (``easy``, ``classic``, ``default``, ``hard``, ``pediatric_shift``)."""
         if difficulty not in _PRESETS:
             raise ConfigError(unknown_choice_message("synth difficulty", difficulty, DIFFICULTIES))
         return cls(**_PRESETS[difficulty])
@@ -127,6 +211,19 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "hard": dict(conspicuity=0.35, noise=1.6, anatomy_variation=1.8, heart_size_confounding=1.5, distractor_rate=1.6,
                  report_noise=0.16),
+    # TIMNet's pediatric pneumonia set (Mendeley-V2) as another population on another scanner:
+    # smaller, rounder chests with relatively larger hearts, a lighter and harder look-up table,
+    # coarser mottle, and one binary finding (consolidation, the pneumonia stand-in) at the
+    # set's 73 % prevalence (4,273 pneumonia vs 1,583 normal). One frontal image per patient,
+    # as in that set, and no tubes or lines; reports are still written. Conspicuity, noise and
+    # anatomy variation are the values the TIMNet paper file used for its shifted corpus
+    # before this preset existed.
+    "pediatric_shift": dict(
+        body_scale=0.8, chest_aspect=1.15, heart_scale=1.15,
+        exposure_gamma=0.8, exposure_contrast=1.2, exposure_brightness=0.04, noise_grain=0.015,
+        findings_only=["consolidation"], finding_prevalence=0.73, device_rate=0.0,
+        conspicuity=1.3, noise=1.2, anatomy_variation=1.8,
+        mean_studies_per_patient=1.0, lateral_view_rate=0.0, repeat_frontal_rate=0.0),
 }
 
 

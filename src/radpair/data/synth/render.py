@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from radpair.data.synth.anatomy import (
     Acquisition,
@@ -140,7 +141,7 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
              distractors: tuple[str, ...], seed: tuple[int, ...]) -> np.ndarray:
     c = float(cfg.conspicuity)
     ap = view == "AP"
-    fr = Frame(size, acq.dx, acq.dy, acq.rotation, acq.scale * (1.03 if ap else 1.0))
+    fr = Frame(size, acq.dx, acq.dy, acq.rotation, acq.scale * (1.03 if ap else 1.0) * an.scale)
     X, Y, e = fr.x, fr.y, fr.edge
     one = F32(1.0)
     tissue = an.soft_tissue
@@ -169,8 +170,8 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
     ctr = float(clip(CTR_LIMIT + (f.ctr - CTR_LIMIT) * c, 0.3, 0.8))  # conspicuity scales the departure
     if cfg.heart_size_confounding:  # shallow breath and AP projection make any heart look larger
         ctr = float(clip(ctr * (1.0 + cfg.heart_size_confounding * 1.5 * volume), 0.3, 0.8))
-    hb_ = an.heart_height * (1.05 if ap else 1.0) * float(np.sqrt(ctr / 0.45))
-    ext = ctr * an.thorax_width / 2.0 * (1.04 if ap else 1.0)
+    hb_ = an.heart_height * (1.05 if ap else 1.0) * float(np.sqrt(ctr / 0.45))  # heart_scale is in heart_height
+    ext = ctr * an.thorax_width / 2.0 * (1.04 if ap else 1.0) * an.heart_scale
     st, ct = np.sin(tilt), np.cos(tilt)
     ha = float(np.sqrt(max(ext * ext - (hb_ * st) ** 2, 0.01) / (ct * ct)))
     ext_y = float(np.sqrt((ha * st) ** 2 + (hb_ * ct) ** 2))
@@ -484,7 +485,7 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
     posterior costophrenic sulcus, lower-lobe opacity behind the major fissure).
     """
     c = float(cfg.conspicuity)
-    fr = Frame(size, acq.dx, acq.dy, acq.rotation, acq.scale)
+    fr = Frame(size, acq.dx, acq.dy, acq.rotation, acq.scale * an.scale)
     X, Y, e = fr.x, fr.y, fr.edge
     one = F32(1.0)
     tissue = an.soft_tissue + 0.05
@@ -507,8 +508,8 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
     dome = F32(dome_a) + F32(dome_p - dome_a) * tq * tq - F32(0.1) * np.sin(tq * F32(np.pi))
     # heart: anterior, resting on the diaphragm, wider with cardiomegaly
     ctr = float(clip(CTR_LIMIT + (f.ctr - CTR_LIMIT) * c, 0.3, 0.8))
-    ha = 0.27 * ctr / 0.45 * depth
-    hb_ = 0.3 * float(np.sqrt(ctr / 0.45))
+    ha = 0.27 * ctr / 0.45 * depth * an.heart_scale
+    hb_ = 0.3 * float(np.sqrt(ctr / 0.45)) * an.heart_scale
     hx, hy = lx0 + ha * 0.8, dome_a - 0.1
     rh = ((X - F32(hx)) * F32(1.0 / ha)) ** 2 + ((Y - F32(hy)) * F32(1.0 / hb_)) ** 2
     heart = ramp((np.sqrt(rh) - one) * F32(0.25), e)
@@ -580,14 +581,19 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
 
 def _expose(D: np.ndarray, acq: Acquisition, view: str, size: int, cfg: SynthConfig,
             noise: np.random.Generator, pixel_rng: np.random.Generator) -> np.ndarray:
-    """Density -> display brightness: window, gamma, exposure drift, mottle, 8-bit."""
+    """Density -> display brightness: window, gamma, exposure drift, mottle, 8-bit.
+
+    ``cfg.exposure_*`` shift the look-up table and ``cfg.noise_grain`` correlates the mottle
+    (another scanner); at their defaults they leave every operation as it was.
+    """
     psf = 0.005 * size / 2.0  # focal spot / detector blur, ~0.75 mm
     if psf >= 0.5:
         D = fast_blur(D, psf)
     lo, hi = -0.02, 0.84
     img = clip((D - F32(lo)) * F32(1.0 / (hi - lo)), 0, 1)
-    img = img ** F32(acq.gamma * 1.1)
-    img = (img - F32(0.45)) * F32(acq.contrast) + F32(0.45 + acq.brightness)
+    img = img ** F32(acq.gamma * 1.1 * cfg.exposure_gamma)
+    img = (img - F32(0.45)) * F32(acq.contrast * cfg.exposure_contrast) + F32(0.45 + acq.brightness
+                                                                                + cfg.exposure_brightness)
     nz = float(cfg.noise)
     a, b, cq, dq = noise.normal(0.0, 1.0, 4)
     x0, y0 = grid(size)
@@ -595,8 +601,18 @@ def _expose(D: np.ndarray, acq: Acquisition, view: str, size: int, cfg: SynthCon
     side = "R" if noise.random() < 0.5 else "L"
     burn_annotations(img, noise, view, cfg.distractor_rate, side)
     sd = 0.022 * nz * (1.35 if view == "AP" else 1.0)
-    img += pixel_rng.standard_normal((size, size), dtype=np.float32) * (F32(0.3 * sd) + F32(0.7 * sd) * img)
+    mottle = pixel_rng.standard_normal((size, size), dtype=np.float32)
+    if cfg.noise_grain > 0:
+        mottle = _grain(mottle, cfg.noise_grain * size)
+    img += mottle * (F32(0.3 * sd) + F32(0.7 * sd) * img)
     return clip(img * F32(255.0) + F32(0.5), 0, 255).astype(np.uint8)
+
+
+def _grain(white: np.ndarray, sigma_px: float) -> np.ndarray:
+    """White noise -> noise correlated over ``sigma_px`` pixels with unit standard deviation
+    (periodic blur, so the grain is the same at the borders as in the middle)."""
+    blurred = ndimage.gaussian_filter(white, sigma_px, mode="wrap")
+    return blurred * F32(1.0 / max(float(blurred.std()), 1e-6))
 
 
 def _seed_tuple(seed: int | Sequence[int]) -> tuple[int, ...]:
