@@ -26,9 +26,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("chauhan_ranking", "convirt_sections", "timnet_matching")
+VARIANTS = {
+    # the demo's own ConVIRT run, with false negatives (same report text or same study) masked
+    "convirt_fn": ["method.false_negatives=[report,study]", "method.false_negative_mode=mask"],
+}
 
 
-def pretrain(method: str, corpus: Path, tokenizer: Path, out: Path, seed: int, progress: bool) -> Path:
+def pretrain(method: str, corpus: Path, tokenizer: Path, out: Path, seed: int, progress: bool,
+             demo_config: Path | None = None) -> Path:
+    """Pretrain ``method``'s CPU preset, or a variant of the demo's ConVIRT run (``VARIANTS``)."""
     from radpair.config import load_config
     from radpair_train.config import PretrainConfig
     from radpair_train.loop import Trainer
@@ -36,9 +42,14 @@ def pretrain(method: str, corpus: Path, tokenizer: Path, out: Path, seed: int, p
     weights = out / "image_encoder.safetensors"
     if weights.is_file() and (out / "run_info.json").is_file():
         return weights
-    cfg = load_config(PretrainConfig, REPO / "configs" / f"{method}_cpu.yaml",
-                      [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
-                       f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}"])
+    common = [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
+              f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}"]
+    if method in VARIANTS:
+        if demo_config is None or not demo_config.is_file():
+            raise SystemExit(f"variant {method} needs the demo's pretrain/config.yaml ({demo_config})")
+        cfg = load_config(PretrainConfig, demo_config, common + VARIANTS[method])
+    else:
+        cfg = load_config(PretrainConfig, REPO / "configs" / f"{method}_cpu.yaml", common)
     t0 = time.time()
     Trainer(cfg).fit(resume=True)
     (out / "wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
@@ -60,6 +71,21 @@ def transfer(seed_dir: Path, out: Path, encoders: dict[str, Path], n: list[str],
     return tdir / "results.json"
 
 
+def retrieval(seed_dir: Path, out: Path, variants: list[str]) -> dict:
+    """Test-split retrieval (1,000 pairs from seed 0) of the demo's ConVIRT and each ConVIRT variant."""
+    from radpair.evaluation.retrieval import evaluate_retrieval
+
+    if not variants:
+        return {}
+    runs = {"convirt": seed_dir / "pretrain", **{v: out / v for v in variants}}
+    found = {}
+    for name, run in runs.items():
+        r = evaluate_retrieval(run, seed_dir / "corpus", split="test", pool_size=1000, seed=0)
+        found[name] = {d: {k: v for k, v in r.directions[d].items() if k.startswith(("recall@", "chance@"))}
+                       for d in r.directions}
+    return found
+
+
 def summarise(results: Path, methods: list[str]) -> dict:
     r = json.loads(results.read_text())
     means = {(s["arm"], s["budget"]): s["mean"] for s in r["summaries"] if s["metric"] == "macro_auc"}
@@ -69,7 +95,8 @@ def summarise(results: Path, methods: list[str]) -> dict:
             continue
         for method in methods:
             arm = f"{method}:linear"
-            for base in ("random:linear", "random:finetune"):
+            bases = ["random:linear", "random:finetune"] + (["convirt:linear"] if method in VARIANTS else [])
+            for base in bases:
                 if {p["arm_a"], p["arm_b"]} == {arm, base}:
                     sign = 1.0 if p["arm_a"] == arm else -1.0
                     rows = p["per_repeat"]
@@ -86,7 +113,7 @@ def summarise(results: Path, methods: list[str]) -> dict:
 
 def tabulate(root: Path) -> str:
     seeds = sorted(root.glob("seed*/summary.json"))
-    lines = ["| seed | objective − baseline | N | mean paired Δ macro AUC | CI of the mean (pooled) | per repeat |",
+    lines = ["| seed | objective − baseline | N | mean paired Δ macro AUC | CI (patient bootstrap) | per repeat |",
              "|---|---|---|---|---|---|"]
     for path in seeds:
         s = json.loads(path.read_text())
@@ -125,7 +152,8 @@ def main() -> int:
         walls = {}
         for method in args.methods:
             t0 = time.time()
-            encoders[method] = pretrain(method, seed_dir / "corpus", seed_dir / "tokenizer", out / method, seed, progress)
+            encoders[method] = pretrain(method, seed_dir / "corpus", seed_dir / "tokenizer", out / method, seed, progress,
+                                        seed_dir / "pretrain" / "config.yaml")
             walls[method] = round(time.time() - t0)
             print(f"seed {seed}: {method} pretrained ({walls[method]} s)", flush=True)
         convirt = seed_dir / "pretrain" / "image_encoder.safetensors"
@@ -134,6 +162,7 @@ def main() -> int:
         results = transfer(seed_dir, out, encoders, args.n, args.repeats, args.workers, seed, progress)
         summary = summarise(results, list(encoders))
         summary["pretrain_wall_s"] = walls
+        summary["retrieval"] = retrieval(seed_dir, out, [m for m in args.methods if m in VARIANTS])
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"seed {seed}: done -> {out / 'summary.json'}", flush=True)
     print(tabulate(args.out))

@@ -10,6 +10,14 @@ is that one (edema: grade 2 or more, so the sign is there to see).
     python benchmarks/synth_samples.py --presets easy default hard --size 128 --out X.png
 
 Takes about 20 s on 2 cores.
+
+``--shift`` draws the figure of the shifted corpus instead (TIMNet's pediatric stand-in):
+per preset, the first four frontal images with no finding and the first four whose only
+finding is consolidation. The presets draw different cohorts, so the rows show different
+patients::
+
+    python benchmarks/synth_samples.py --shift --presets default pediatric_shift --n 200 --size 128 \
+        --out docs/figures/synth_pediatric_shift.png
 """
 
 from __future__ import annotations
@@ -49,6 +57,21 @@ def pick_rows(truth_csv: Path) -> list[tuple[int, str]]:
     return picked
 
 
+def pick_shift_rows(truth_csv: Path, per_kind: int = 4) -> list[tuple[int, str]]:
+    """Rows of the first ``per_kind`` frontal normals and consolidation-only frontals."""
+    with open(truth_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    picked: dict[str, list[tuple[int, str]]] = {"normal": [], "consolidation": []}
+    for i, r in enumerate(rows):
+        present = {f for f in FINDING_COLUMNS if r[f] == "1"}
+        kind = "normal" if not present else ("consolidation" if present == {"consolidation"} else None)
+        if r["view"] != "LATERAL" and kind is not None and len(picked[kind]) < per_kind:
+            picked[kind].append((i, f"{r['view']}: {kind}"))
+    if any(len(v) < per_kind for v in picked.values()):
+        raise SystemExit(f"fewer than {per_kind} frontal normals or consolidations in {truth_csv}; raise --n")
+    return picked["normal"] + picked["consolidation"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["classic", "default"])
@@ -56,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/figures/synth_samples.png")
+    ap.add_argument("--shift", action="store_true",
+                    help="normal vs consolidation frontals per preset, each preset's own patients")
     args = ap.parse_args(argv)
 
     import matplotlib
@@ -71,18 +96,22 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp) / preset
             generate_corpus(root, n_images=args.n, size=args.size, seed=args.seed, workers=2,
                             config=load_synth_config(preset))
-            # the picks come from the first preset so every row shows the same patients
-            picks = picks or pick_rows(root / "ground_truth.csv")
+            if args.shift:  # each preset its own picks: the cohorts differ
+                picks = picks or {}
+                picks[preset] = pick_shift_rows(root / "ground_truth.csv")
+            else:  # the picks come from the first preset so every row shows the same patients
+                picks = picks or pick_rows(root / "ground_truth.csv")
             images[preset] = np.load(root / "images.npy", mmap_mode="r")
-        fig, axes = plt.subplots(len(args.presets), len(picks), figsize=(2 * len(picks), 2.1 * len(args.presets)),
+        n_cols = len(next(iter(picks.values())) if args.shift else picks)
+        fig, axes = plt.subplots(len(args.presets), n_cols, figsize=(2 * n_cols, 2.1 * len(args.presets)),
                                  squeeze=False)
         for r, preset in enumerate(args.presets):
-            for c, (row, title) in enumerate(picks):
+            for c, (row, title) in enumerate(picks[preset] if args.shift else picks):
                 ax = axes[r][c]
                 ax.imshow(np.asarray(images[preset][row]).squeeze(), cmap="gray")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if r == 0:
+                if r == 0 or args.shift:
                     ax.set_title(title, fontsize=9)
                 if c == 0:
                     ax.set_ylabel("default (calibrated)" if preset == "default" else preset, fontsize=9)

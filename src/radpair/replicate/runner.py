@@ -1,29 +1,328 @@
-"""Running a paper's protocol end to end.
+"""Running a paper's protocol end to end: corpora, pretraining, transfer, tables, claims.
 
-The registry holds every paper's protocol as data; a paper runs when radpair has the
-methods and capabilities its file requires (``radpair replicate --list``). Today the
-transfer harness provides the downstream half (tasks, arms, budgets, paired statistics)
-and no paper's own pretraining method exists yet: those arrive with the method issues
-(joint-embedding methods in issue 11, generative methods in issue 12), which also connect
-this runner to them. Until then every paper stops here with what it still needs.
+The paper file (``radpair/replicate/papers/<name>.yaml``) is the plan; this module only
+carries it out, in four resumable stages under ``out``:
+
+1. **Corpora** (``corpora/<role>``): the synthetic stand-in of each corpus the paper uses,
+   generated from the mode's preset (``cpu`` or ``quick``); ``--data`` supplies the main
+   corpus in data mode. A tokenizer is trained on the main corpus's training reports.
+2. **Pretraining** (``pretrain/<method id>``): each method's run, from the paper's recipe
+   (``configs/recipes/<paper>.yaml``) with the method's settings for the mode
+   (:func:`pretrain_overrides`) and its options, which are keys of the method's own config.
+   Runs resume from their checkpoints.
+3. **Transfer** (``transfer/<protocol>``): the protocol's arms on identical patient-level
+   subsets (:func:`radpair.transfer.run_transfer`); arms whose downstream settings differ
+   (a head, a learning rate) run as separate studies on the same subsets. Cells resume.
+4. **Tables and claims** (``report.md``, ``results.json``): every table cell the paper's
+   selectors name, measured beside the published number, and each claim's verdict.
+
+What a paper needs and radpair does not yet have is refused before any work (see
+:func:`radpair.replicate.registry.paper_status`); arms that need a missing capability are
+skipped and listed.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, Callable
 
 from radpair.errors import ConfigError
-from radpair.replicate.schema import Paper
+from radpair.replicate.schema import Arm, MethodSpec, Paper, Protocol
+
+Log = Callable[[str], None]
+
+# method settings (paper / cpu / quick) -> dotted config keys; None = described, not configurable
+_SETTING_KEYS: dict[str, str | None] = {
+    "backbone": "image_encoder.name",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "batch_size": "data.batch_size",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "schedule": "optim.schedule",
+    "max_length": "text_encoder.max_length",
+    "weight_decay": "optim.weight_decay",
+    "backbone_init": None,
+    "image_size": None,  # the corpus's image size decides
+    "pairs": None,
+    "text_encoder": None,  # a mapping of text_encoder keys, or a description of the paper's encoder
+    "projection_dim": None,  # a method key, set below when the method has it
+    "temperature": None,
+    "text_sections": None,
+}
+
+
+def _method_keys(method: str) -> set[str]:
+    from radpair.methods import method_class
+
+    return {f.name for f in fields(method_class(method).config_class)}
+
+
+def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str) -> list[str]:
+    """Dotted overrides that turn the paper's recipe into this method's run in ``mode``."""
+    settings = spec.settings(mode)
+    keys = _method_keys(spec.method)
+    out: dict[str, Any] = {"method.name": spec.method}
+    for name, value in settings.items():
+        if value is None:
+            continue  # not stated by the paper: the recipe's value stands
+        if name == "text_encoder":
+            if isinstance(value, dict):
+                out.update({f"text_encoder.{k}": v for k, v in value.items()})
+            continue
+        if name in ("projection_dim", "temperature", "text_sections"):
+            out[f"method.{name}" if name in keys else f"data.{name}" if name == "text_sections" else ""] = value
+            continue
+        target = _SETTING_KEYS.get(name, "")
+        if target is None:
+            continue
+        if not target:
+            if name in keys:
+                out[f"method.{name}"] = value
+                continue
+            raise ConfigError(f"{paper.path}: method {spec.id!r} setting {name!r} maps to no config key "
+                              f"(known: {sorted(k for k in _SETTING_KEYS)}; method keys: {sorted(keys)})")
+        out[target] = value
+    out.pop("", None)
+    for name, value in spec.options.items():
+        if name not in keys:
+            raise ConfigError(f"{paper.path}: option {name!r} of method {spec.id!r} is not a key of method "
+                              f"{spec.method!r} (valid: {sorted(keys - {'name'})})")
+        out[f"method.{name}"] = value
+    return [f"{k}={_yaml(v)}" for k, v in out.items()]
+
+
+def _yaml(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- stages
+def _corpus(paper: Paper, role: str, mode: str, data: str | Path | None, out: Path, log: Log):
+    from radpair.data.corpus import Corpus
+
+    spec = paper.corpora[role]
+    preset = spec.preset(mode)
+    if preset is None:  # data mode
+        if role != "main" or data is None:
+            raise ConfigError(f"{paper.name}: corpus {role!r} has no real-data source here; run --quick or the "
+                              "cpu preset, or supply it")
+        return Corpus.open(data)
+    folder = out / "corpora" / role
+    stamp = folder / "replicate_settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == preset:
+        return Corpus.open(folder)
+    from radpair.data.synth import generate_corpus, load_synth_config
+
+    cfg = load_synth_config(preset.get("difficulty", "default"), overrides=preset.get("synth") or {})
+    log(f"{paper.name}: generating the {role} corpus ({preset['n']} images, {preset['size']} px, seed {preset['seed']})")
+    corpus = generate_corpus(folder, n_images=int(preset["n"]), size=int(preset["size"]), seed=int(preset["seed"]),
+                             config=cfg, workers=2)
+    stamp.write_text(json.dumps(preset))
+    return corpus
+
+
+def _tokenizer(corpus, out: Path) -> Path:
+    from radpair.text import train_wordpiece_tokenizer
+
+    folder = out / "tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        texts = corpus.split_index("train")["report"].astype(str).tolist()
+        train_wordpiece_tokenizer(texts, folder, vocab_size=3000)
+    return folder
+
+
+def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path, out: Path, progress: bool,
+              device: str, log: Log) -> Path:
+    from radpair.config import load_config
+    from radpair_train.config import PretrainConfig
+    from radpair_train.loop import Trainer
+
+    run_dir = out / "pretrain" / spec.id
+    weights = run_dir / "image_encoder.safetensors"
+    if weights.is_file() and (run_dir / "DONE").is_file():
+        return weights
+    recipe = _repo_root() / paper.info.recipe
+    overrides = pretrain_overrides(paper, spec, mode) + [
+        f"data.corpus={corpus.root}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={run_dir}",
+        f"train.progress={'true' if progress else 'false'}", f"train.device={device}"]
+    if mode != "data":
+        overrides.append("text_encoder.pretrained=null")
+    cfg = load_config(PretrainConfig, recipe, overrides)
+    log(f"{paper.name}: pretraining {spec.id} ({spec.method})")
+    t0 = time.time()
+    Trainer(cfg).fit(resume=True)
+    (run_dir / "DONE").write_text(f"{time.time() - t0:.0f} s\n")
+    return weights
+
+
+def _repo_root() -> Path:
+    """The checkout holding ``configs/recipes`` (recipes are repository files, like the demo's)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "configs" / "recipes").is_dir():
+            return parent
+    raise ConfigError(f"no configs/recipes folder above {here}; run from a radpair checkout")
+
+
+def _verdict(result) -> str:
+    if result.holds is None:
+        return "undecided (a deciding cell was not measured)"
+    detail = "; ".join(f"{'/'.join(c.a)} {c.a_value:.3g} vs {'/'.join(c.b)} {c.b_value:.3g}"
+                       for c in result.comparisons if c.a_value is not None and c.b_value is not None)
+    return ("holds here" if result.holds else "does not hold here") + (f" ({detail})" if detail else "")
+
+
+_HYPER = {  # downstream hyper-parameters (paper / cpu / quick) -> TransferConfig keys
+    "lr": ("finetune.lr", "frozen_head.lr"),
+    "batch_size": ("finetune.batch_size", "frozen_head.batch_size"),
+    "max_steps": ("finetune.max_steps",),
+    "epochs": ("frozen_head.max_epochs",),
+    "weight_decay": ("finetune.weight_decay", "frozen_head.weight_decay"),
+}
+
+
+def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dict[str, Any]]]:
+    """Arms grouped by identical downstream settings: each group is one transfer study."""
+    groups: dict[str, tuple[list[Arm], dict[str, Any]]] = {}
+    for arm in protocol.arms:
+        if arm.na:
+            continue
+        hyper = protocol.hyper(arm, mode)
+        settings: dict[str, Any] = {}
+        for key, value in hyper.items():
+            if value is None or key not in _HYPER:
+                continue  # not stated, or descriptive (optimizer name, early stopping rule, loss)
+            for target in _HYPER[key]:
+                settings[target] = [value] if target.endswith((".lr", ".weight_decay")) else value
+        if arm.head:
+            settings["frozen_head.head"] = arm.head
+        sig = json.dumps(settings, sort_keys=True)
+        groups.setdefault(sig, ([], settings))[0].append(arm)
+    return list(groups.values())
+
+
+def _set(cfg: Any, dotted: str, value: Any) -> None:
+    *path, last = dotted.split(".")
+    obj = cfg
+    for p in path:
+        obj = getattr(obj, p)
+    setattr(obj, last, value)
+
+
+def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, encoders: dict[str, Path], out: Path,
+              device: str, progress: bool, log: Log) -> list[dict]:
+    from radpair.transfer import TransferConfig, run_transfer
+
+    plan = protocol.plan(mode)
+    budgets = plan["budgets"]
+    results = []
+    for k, (arms, settings) in enumerate(transfer_studies(protocol, mode)):
+        cfg = TransferConfig(task=protocol.task, repeats=int(plan["repeats"]), device=device, workers=2,
+                             train_labels=protocol.train_labels,
+                             test_labels=protocol.eval_sets[0].labels if protocol.eval_sets else "")
+        if budgets.kind == "fractions":
+            cfg.fractions, cfg.n = [float(v) for v in budgets.values], []
+        else:
+            cfg.n = [str(v) for v in budgets.values]
+        starts = sorted({a.start for a in arms})
+        cfg.encoders = [f"{s}={encoders[s]}" if s != "random" else "random" for s in starts]
+        cfg.arms = [f"{a.start}:{a.protocol}" for a in arms]
+        for key, value in settings.items():
+            _set(cfg, key, value)
+        cfg.validate()
+        folder = out / "transfer" / protocol.id / f"study{k}"
+        log(f"{paper.name}: transfer {protocol.id}, study {k}: {', '.join(a.id for a in arms)}")
+        result = run_transfer(cfg, corpora[protocol.corpus], folder, progress=progress)
+        results.append({"arms": {f"{a.start}:{a.protocol}": a.id for a in arms},
+                        "results": json.loads((Path(folder) / "results.json").read_text()), "folder": str(folder)})
+        del result
+    return results
+
+
+def measured_tables(paper: Paper, transfer: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{table: {row: {column: (mean, lo, hi)}}}`` from the transfer results of each protocol."""
+    from radpair.transfer.subsets import Budget
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for table in paper.tables:
+        cells: dict[str, dict[str, Any]] = {}
+        for row in table.rows:
+            for col in table.columns:
+                if table.na(row.id, col.id):
+                    continue
+                sel = table.cell(row.id, col.id)
+                if "protocol" not in sel or sel["protocol"] not in transfer:
+                    continue
+                budget = sel.get("budget")
+                key = None if budget is None else (Budget.fraction(budget).key if isinstance(budget, float)
+                                                   else Budget.parse(budget).key)
+                for study in transfer[sel["protocol"]]:
+                    arm_key = next((k for k, v in study["arms"].items() if v == sel.get("arm")), None)
+                    if arm_key is None:
+                        continue
+                    for s in study["results"]["summaries"]:
+                        if s["arm"] == arm_key and s["metric"] == sel.get("metric") and (key is None or
+                                                                                          s["budget"] == key):
+                            lo, hi = s.get("test_ci_mean") or s.get("repeat_ci") or (None, None)
+                            cells.setdefault(row.id, {})[col.id] = (s["mean"], lo, hi)
+        out[table.id] = cells
+    return out
 
 
 def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path, progress: bool = True,
-              device: str = "cpu") -> Path:
+              device: str = "cpu", log: Log = print) -> Path:
     """Pretrain the paper's methods, run its transfer arms and write its tables beside the
-    published numbers under ``out``; ``mode`` is ``quick``, ``cpu`` or ``data``."""
+    published numbers under ``out``; ``mode`` is ``quick``, ``cpu`` or ``data``.
+    Returns the path of ``report.md``."""
+    import radpair.transfer  # noqa: F401 - registers what the transfer harness can run
     from radpair.replicate.registry import paper_status
+    from radpair.replicate.tables import evaluate_claims, render_table
 
     status = paper_status(paper)
     if not status.runnable:
         raise ConfigError(f"{paper.name} cannot run yet; {status.summary()}")
-    raise ConfigError(f"{paper.name}: its methods are registered, but the runner that pretrains them and "
-                      "fills its tables is built with those methods (issues 11 and 12)")
+    if paper.evaluations:
+        raise ConfigError(f"{paper.name}: evaluations of the pretrained models ({[e.kind for e in paper.evaluations]}) "
+                          "are not connected to the runner yet")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    roles = {m.corpus for m in paper.methods} | {p.corpus for p in paper.transfer}
+    corpora = {role: _corpus(paper, role, mode, data, out, log) for role in sorted(roles)}
+    tokenizer = _tokenizer(corpora["main"], out)
+    encoders = {m.id: _pretrain(paper, m, mode, corpora[m.corpus], tokenizer, out, progress, device, log)
+                for m in paper.methods}
+    transfer = {p.id: _transfer(paper, p, mode, corpora, encoders, out, device, progress, log) for p in paper.transfer}
+    measured = measured_tables(paper, transfer)
+    claims = evaluate_claims(paper, measured)
+    parts = [f"# {paper.name}: {paper.info.title}", "",
+             f"Mode `{mode}`; run folder `{out}`; {time.time() - t0:.0f} s this launch.", ""]
+    if mode == "quick":
+        parts += ["**Quick mode is a smoke run** (tiny corpus, a few steps, one repeat): it checks that the "
+                  "protocol runs end to end; its numbers and verdicts say nothing about the paper's claims.", ""]
+    for table in paper.tables:
+        parts += [render_table(paper, table.id, measured.get(table.id)), ""]
+    parts += ["## Claims", ""]
+    for c in claims:
+        parts.append(f"- **{c.claim.id}**: {' '.join(c.claim.text.split())} — {_verdict(c)}")
+    if status.skipped:
+        parts += ["", f"Skipped: {status.summary()}"]
+    report = out / "report.md"
+    report.write_text("\n".join(parts).rstrip() + "\n")
+    (out / "results.json").write_text(json.dumps({
+        "paper": paper.name, "mode": mode, "measured": {t: {r: {c: list(v) for c, v in cols.items()}
+                                                           for r, cols in rows.items()}
+                                                       for t, rows in measured.items()},
+        "claims": [{"id": c.claim.id, "verdict": _verdict(c)} for c in claims],
+        "transfer": {p: [s["folder"] for s in studies] for p, studies in transfer.items()}}, indent=2))
+    log(f"{paper.name}: tables and claims in {report}")
+    return report

@@ -293,5 +293,5 @@ def fit_vessel_points(pts: np.ndarray, an: Anatomy, side: str) -> np.ndarray:
     return out
 
 
-__all__ = ["Anatomy", "Acquisition", "VesselTree", "sample_anatomy", "reshape_anatomy", "sample_acquisition", "vessel_tree",
-           "vessel_template", "template_index", "fit_vessel_points", "N_VESSEL_TEMPLATES"]
+__all__ = ["Anatomy", "Acquisition", "VesselTree", "sample_anatomy", "reshape_anatomy", "sample_acquisition",
+           "vessel_tree", "vessel_template", "template_index", "fit_vessel_points", "N_VESSEL_TEMPLATES"]

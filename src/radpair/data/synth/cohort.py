@@ -159,7 +159,8 @@ class _Course:
             else:
                 self.eff["right" if rng.random() < 0.55 else "left"] = size
             big = [sd for sd in ("right", "left") if self.eff[sd] >= 2]
-            if big and setting != "outpatient" and rng.random() < 0.15 * self.cfg.device_rate:  # drained effusions carry chest tubes too
+            # drained effusions carry chest tubes too
+            if big and setting != "outpatient" and rng.random() < 0.15 * self.cfg.device_rate:
                 self.devices.add(f"chest_tube_{big[0]}")
 
     def step_devices(self, setting: str, first: bool) -> None:

@@ -592,8 +592,8 @@ def _expose(D: np.ndarray, acq: Acquisition, view: str, size: int, cfg: SynthCon
     lo, hi = -0.02, 0.84
     img = clip((D - F32(lo)) * F32(1.0 / (hi - lo)), 0, 1)
     img = img ** F32(acq.gamma * 1.1 * cfg.exposure_gamma)
-    img = (img - F32(0.45)) * F32(acq.contrast * cfg.exposure_contrast) + F32(0.45 + acq.brightness
-                                                                                + cfg.exposure_brightness)
+    img = (img - F32(0.45)) * F32(acq.contrast * cfg.exposure_contrast) + \
+        F32(0.45 + acq.brightness + cfg.exposure_brightness)
     nz = float(cfg.noise)
     a, b, cq, dq = noise.normal(0.0, 1.0, 4)
     x0, y0 = grid(size)
