@@ -89,7 +89,7 @@ def main() -> int:
     if args.compare:
         a, b = (json.loads(p.read_text()) for p in args.compare)
         shared = sorted(set(a["digests"]) & set(b["digests"]))
-        same = all(a["digests"][k] == b["digests"][k] for k in shared)
+        same = bool(shared) and all(a["digests"][k] == b["digests"][k] for k in shared)
         for key in sorted(set(a["digests"]) | set(b["digests"])):
             if key not in shared:  # e.g. a head that only the newer code exports
                 print(f"{key:32s} only in {'before' if key in a['digests'] else 'after'}")

@@ -305,3 +305,24 @@ def test_matching_metrics_of_a_timnet_run_on_balanced_held_out_pairs(synth, tmp_
     Trainer(_cfg(synth, convirt, **{"method.projection_dim": 16, "train.max_steps": 2})).fit()
     with pytest.raises(ConfigError, match="no match classifier"):
         evaluate_matching(convirt, synth[0])
+
+
+def test_modified_convirt_retrieval_averages_its_section_embeddings(synth, tmp_path):
+    from radpair.evaluation.joint import load_joint_run, report_embeddings
+    from radpair.evaluation.retrieval import evaluate_retrieval
+
+    out = tmp_path / "sections"
+    Trainer(_cfg(synth, out, **{"method.name": "convirt_sections", **METHOD_RUNS["convirt_sections"]})).fit()
+    run = load_joint_run(out)
+    assert run.text_fields == [("findings", 48), ("impression", 48)] and run.text_sections == "findings+impression"
+    result = evaluate_retrieval(run, synth[0], split="test")
+    assert result.pool["empty_text_dropped"] > 0  # reports lacking a section are not in the pool, as in training
+    report = "FINDINGS: The heart is normal.\nIMPRESSION: No acute disease."
+    both = report_embeddings(run, [report])
+    assert both.shape[0] == 1 and abs(float((both ** 2).sum()) - 1.0) < 1e-5
+
+
+def test_a_text_field_longer_than_the_encoder_is_refused(synth, tmp_path):
+    with pytest.raises(ConfigError, match="text_encoder.max_length=48"):
+        Trainer(_cfg(synth, tmp_path / "t", **{"method.name": "timnet_matching", **METHOD_RUNS["timnet_matching"],
+                                                 "method.text_max_length": 256}))

@@ -40,6 +40,7 @@ def _free_port() -> int:
 
 CASES = {name: (name, {}) for name in METHOD_RUNS}
 CASES["chauhan_joint_phase"] = ("chauhan_ranking", {"method.ranking_epochs": 0})  # Eq. (3) on labelled pairs
+CASES["chauhan_batch_impostors"] = ("chauhan_ranking", {"method.impostors": "batch", "method.avoid_same_study": True})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

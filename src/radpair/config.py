@@ -175,7 +175,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         hint = typing.get_type_hints(cls).get(f.name)
         new, old = update.get(f.name), data.get(f.name)
         if (hasattr(hint, "from_mapping") and isinstance(new, Mapping) and isinstance(old, Mapping)
-                and "name" in new and new["name"] != old.get("name", new["name"])):
+                and "name" in new and new["name"] != old.get("name", getattr(hint, "name", new["name"]))):
             data = {**data, f.name: {}}
     data = deep_merge(data, update)
     return from_dict(cls, data)

@@ -88,6 +88,12 @@ def _subset(dataset: PairDataset, size: int, seed: int, repeat: int) -> np.ndarr
     return draw_subset(raw, size, seed=seed, repeat=repeat).indices
 
 
+def _sha(items: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(items, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
 def _reason_counts(dropped) -> str:
     counts = dropped["reason"].value_counts()
     return "; ".join(f"{n} {reason}" for reason, n in counts.items())
@@ -124,6 +130,13 @@ class Trainer:
                 raise ConfigError("text_encoder.tokenizer is empty: train one with `radpair tokenizer`")
             tokenizer = load_tokenizer(tok_path)
         self.tokenizer = tokenizer
+        if not cfg.text_encoder.pretrained:  # a BERT built here has max_length positions
+            for f in self.needs.text_fields:
+                if f.max_length and f.max_length > cfg.text_encoder.max_length:
+                    raise ConfigError(
+                        f"method {cfg.method.name!r} reads up to {f.max_length} tokens of its {f.name!r} text, but "
+                        f"the text encoder has text_encoder.max_length={cfg.text_encoder.max_length} positions; "
+                        "raise text_encoder.max_length or lower the method's length")
 
         self.dataset = PairDataset(
             corpus,
@@ -146,7 +159,13 @@ class Trainer:
                 f"({_reason_counts(self.dataset.dropped)}; listed in {self.out_dir / 'dropped_rows.csv'})",
                 flush=True,
             )
-        self.stats = self.dataset.statistics()
+        self.items = np.arange(len(self.dataset))
+        if cfg.data.subset_size:
+            self.items = _subset(self.dataset, cfg.data.subset_size, cfg.data.subset_seed, cfg.data.subset_repeat)
+        self.stats = self.dataset.statistics(self.items)
+        if self.needs.labels is not None and self.needs.labels.required and self.stats.n_labelled == 0:
+            raise ConfigError(f"method {cfg.method.name!r} needs labels, but none of the {len(self.items)} training "
+                              "rows carries one")
 
         torch.manual_seed(tc.seed)  # model initialisation is part of the run's seed (same on every process)
         parts = BuildContext(cfg.image_encoder, cfg.text_encoder, tokenizer, cfg.data)
@@ -157,9 +176,6 @@ class Trainer:
         if tc.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
-        self.items = np.arange(len(self.dataset))
-        if cfg.data.subset_size:
-            self.items = _subset(self.dataset, cfg.data.subset_size, cfg.data.subset_seed, cfg.data.subset_repeat)
         self.plan = self._schedule()
         self.steps_per_epoch = self.plan.steps_per_epoch
         self.batch_size = self.plan.spans[0].plan.global_batch
@@ -251,8 +267,8 @@ class Trainer:
             "grad_accumulation": self.cfg.train.grad_accumulation,
             "rows_sha256": self._rows_sha256(),
             "corpus_meta_sha256": self._corpus_meta_sha256(),
-            "phases": None if len(self.plan.spans) == 1 else
-            [[sp.phase.name, len(sp.plan.items), sp.phase.epochs] for sp in self.plan.spans],
+            "phases": None if not self.needs.phases else
+            [[sp.phase.name, len(sp.plan.items), sp.phase.epochs, _sha(sp.plan.items)] for sp in self.plan.spans],
         }
 
     def _corpus_meta_sha256(self) -> str | None:

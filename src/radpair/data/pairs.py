@@ -296,12 +296,21 @@ class PairDataset:
                 self.labels, self.label_mask = label_matrix(
                     frame, columns, uncertain, source=f"{corpus.root} (label source {label_source!r})"
                 )
+                if label_need is not None and label_need.max_fraction is not None:
+                    self.label_mask = self._cap(self.label_mask, label_need)
         self.codes: dict[str, np.ndarray] = {}
         if row_codes:
+            # "same report" means the same text the method reads: its report field's sections
+            # (TIMNet compares FINDINGS), else the whole report
+            sections = "full"
+            for f in text_fields or ():
+                if f.name == "report":
+                    sections = f.sections or text_sections
+            read = select_report_text(self.rows["report"].astype(str).tolist(), sections)
             self.codes = {
                 "study_code": _codes(self.rows["study_id"]),
                 "patient_code": _codes(self.rows["patient_id"]),
-                "report_code": _codes(self.rows["report"].map(normalise_report_text)),
+                "report_code": _codes(pd.Series([normalise_report_text(t) for t in read])),
             }
 
     @property
@@ -324,15 +333,22 @@ class PairDataset:
         labels = schema.encode(raw, spec.output_columns, where)
         y, mask = labels.targets()
         if need.max_fraction is not None:
-            usable = np.flatnonzero(mask if mask.ndim == 1 else mask.any(axis=1))
-            cap = int(np.floor(need.max_fraction * len(self.rows)))
-            if len(usable) > cap:
-                drop = np.random.default_rng([int(need.fraction_seed), 0x1ABE1]).permutation(usable)[cap:]
-                mask = mask.copy()
-                mask[drop] = False
-                self.labels_capped = len(drop)
+            mask = self._cap(mask, need)
         self.task_labels = labels
         self.labels, self.label_mask = y, mask
+
+    def _cap(self, mask: np.ndarray, need) -> np.ndarray:
+        """Keep labels on at most ``need.max_fraction`` of the rows (a seeded draw among the
+        labelled ones); the others become unlabelled. Counted in :attr:`labels_capped`."""
+        usable = np.flatnonzero(mask if mask.ndim == 1 else (mask > 0).any(axis=1))
+        cap = int(np.floor(need.max_fraction * len(self.rows)))
+        if len(usable) <= cap:
+            return mask
+        drop = np.random.default_rng([int(need.fraction_seed), 0x1ABE1]).permutation(usable)[cap:]
+        mask = mask.copy()
+        mask[drop] = 0
+        self.labels_capped = len(drop)
+        return mask
 
     def labelled_rows(self) -> np.ndarray:
         """Positions of rows with at least one usable label."""
@@ -341,21 +357,24 @@ class PairDataset:
         m = self.label_mask
         return np.flatnonzero(m if m.ndim == 1 else m.any(axis=1) if m.dtype == bool else (m > 0).any(axis=1))
 
-    def statistics(self):
-        """Row and class counts for a method's setup hook (:class:`radpair.methods.DatasetStats`)."""
+    def statistics(self, items: np.ndarray | None = None):
+        """Row and class counts of rows ``items`` (default: all) for a method's setup hook
+        (:class:`radpair.methods.DatasetStats`)."""
         from radpair.methods.base import DatasetStats
 
+        items = np.arange(len(self)) if items is None else np.asarray(items, dtype=np.int64)
         if self.labels is None:
-            return DatasetStats(n_rows=len(self))
-        labelled = self.labelled_rows()
-        if self.labels.ndim == 1:  # class codes of a categorical task
+            return DatasetStats(n_rows=len(items))
+        labelled = np.intersect1d(self.labelled_rows(), items)
+        labels, mask = self.labels[items], self.label_mask[items]
+        if labels.ndim == 1:  # class codes of a categorical task
             k = self.task_labels.schema.n_levels
-            counts = np.bincount(self.labels[self.label_mask.astype(bool)], minlength=k)
+            counts = np.bincount(labels[mask.astype(bool)], minlength=k)
             names = self.task_labels.class_names
         else:
-            counts = ((self.labels > 0) & (self.label_mask > 0)).sum(axis=0)
+            counts = ((labels > 0) & (mask > 0)).sum(axis=0)
             names = self.task_labels.class_names if self.task_labels is not None else []
-        return DatasetStats(n_rows=len(self), n_labelled=len(labelled), class_counts=counts, class_names=list(names))
+        return DatasetStats(n_rows=len(items), n_labelled=len(labelled), class_counts=counts, class_names=list(names))
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -49,6 +49,10 @@ class JointRun:
     device: torch.device
     image_size: list[int] | None = None
     input_meta: dict[str, Any] = field(default_factory=dict)
+    text_fields: list[tuple[str, int]] = field(default_factory=list)
+    """(sections, max_length) of each text field of a method that reads several (Modified
+    ConVIRT: FINDINGS and IMPRESSION); a report's embedding is then the mean of its fields'
+    projections, as in training. Empty for one-field methods."""
 
     @property
     def method(self) -> str:
@@ -203,11 +207,15 @@ def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
     from radpair.methods import method_needs
 
     fields = method_needs(method_cfg).text_fields
+    several: list[tuple[str, int]] = []
     if len(fields) == 1:  # the method's own text field (e.g. TIMNet reads FINDINGS) decides
         sections = fields[0].sections or sections
         max_length = fields[0].max_length or max_length
+    elif len(fields) > 1:
+        several = [(f.sections or sections, f.max_length or max_length) for f in fields]
+        sections = "+".join(f.sections or sections for f in fields)  # what a report's text is, for hits
     return JointRun(root=root, config=config, model=model, tokenizer=tok, tokenizer_path=tok_path,
-                    text_sections=sections, max_length=max_length,
+                    text_sections=sections, max_length=max_length, text_fields=several,
                     step=step, checkpoint=ckpt_path, device=dev, image_size=meta.get("image_size"),
                     input_meta=meta)
 
@@ -274,6 +282,18 @@ def embed_tokens(run: JointRun, tokens, batch_size: int = 256, normalise: bool =
         return np.zeros((0, 0), dtype=np.float32)
     out = np.concatenate(chunks, axis=0)
     return l2_normalise(out) if normalise else out
+
+
+def report_embeddings(run: JointRun, reports: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """(N, D) L2-normalised embeddings of whole reports as the run trained on them: the
+    selected text of its one field, or the mean of its fields' projections."""
+    from radpair.data.pairs import tokenize_texts
+
+    if not run.text_fields:
+        return embed_tokens(run, text_tokens(run, reports, sections=True), batch_size)
+    parts = [embed_tokens(run, tokenize_texts(list(reports), run.tokenizer, length, sections), batch_size,
+                          normalise=False) for sections, length in run.text_fields]
+    return l2_normalise(np.mean(parts, axis=0))
 
 
 def embed_texts(run: JointRun, texts: Sequence[str], batch_size: int = 256, sections: bool = True) -> np.ndarray:

@@ -207,7 +207,7 @@ def evaluate_retrieval(
     from radpair.data.corpus import Corpus
     from radpair.data.pairs import select_report_text, tokenize_texts
     from radpair.evaluation.joint import (JointRun, embed_images, embed_tokens, input_problems, load_joint_run,
-                                          text_keys)
+                                          report_embeddings, text_keys)
     from radpair.tasks import resolve_split
 
     ks = sorted({int(k) for k in ks})
@@ -224,8 +224,11 @@ def evaluate_retrieval(
         rows = rows[rows["view"].astype(str).isin(list(views))]
         if rows.empty:
             raise DataError(f"{corpus.root}: split {split_name!r} has no pairs with views {list(views)}")
-    selected = np.array(select_report_text(rows["report"].astype(str).tolist(), run.text_sections), dtype=object)
+    reports = rows["report"].astype(str).tolist()
+    selected = np.array(select_report_text(reports, run.text_sections), dtype=object)
     nonempty = np.array([bool(t.strip()) for t in selected], dtype=bool)
+    for sections, _ in run.text_fields:  # a several-field method read only reports holding every field
+        nonempty &= np.array([bool(t.strip()) for t in select_report_text(reports, sections)], dtype=bool)
     if nonempty.sum() < 2:
         raise DataError(f"{corpus.root}: split {split_name!r} has {int(nonempty.sum())} pairs with a non-empty text "
                         f"under section policy {run.text_sections!r}; retrieval needs at least 2")
@@ -236,7 +239,10 @@ def evaluate_retrieval(
     image_rows = rows["image_index"].to_numpy(dtype=np.int64)[pick]
 
     img = embed_images(run, corpus, image_rows, batch_size=batch_size, progress=progress)
-    txt = embed_tokens(run, tokenize_texts(texts, run.tokenizer, run.max_length, "full"), batch_size=batch_size)
+    if run.text_fields:
+        txt = report_embeddings(run, [reports[i] for i in pick], batch_size=batch_size)
+    else:
+        txt = embed_tokens(run, tokenize_texts(texts, run.tokenizer, run.max_length, "full"), batch_size=batch_size)
     ranks = {"image_to_text": rank_by_similarity(img, txt, codes, codes, ks),
              "text_to_image": rank_by_similarity(txt, img, codes, codes, ks)}
     directions = {name: summarise_ranks(r, ks) for name, r in ranks.items()}

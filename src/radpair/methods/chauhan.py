@@ -26,7 +26,8 @@ Impostors: ``impostors: dataset`` (default, the paper) draws s as a permutation 
 training pairs at the start of every epoch (:func:`impostor_permutation`, a pure function
 of seed and epoch, served by the loop as extra ``impostor_*`` rows, so resume is exact);
 ``batch`` permutes within the global batch each step (no extra rows encoded: half the
-cost, a stated deviation). ``avoid_same_study`` (off by default, a stated deviation)
+cost, a stated deviation), drawn from the batch's own image ids so that every process
+draws the same permutation (:func:`batch_impostors`). ``avoid_same_study`` (off by default, a stated deviation)
 forbids fixed points and same-study impostors.
 """
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,6 +60,7 @@ from radpair.objectives.contrastive import _world
 from radpair.objectives.false_negatives import CODE_KINDS, gather_codes
 from radpair.objectives.ranking import (
     SIMILARITIES,
+    constrained_permutation,
     direct_similarity_loss,
     impostor_permutation,
     labelled_cross_entropy,
@@ -123,6 +126,22 @@ def _draw_impostors(cfg: ChauhanConfig):
                                     study_codes=None if codes is None else codes[rows], stream=_IMPOSTOR_STREAM)
 
     return draw
+
+
+def batch_impostors(batch: dict[str, torch.Tensor], avoid_same_study: bool = False) -> np.ndarray:
+    """s over the global batch: a permutation drawn from the batch's own image ids.
+
+    Every process gathers the same global ids, so every process draws the same
+    permutation (a per-rank RNG would give each process its own, with repeats and gaps in
+    the union), and the draw is a pure function of the batch, so resume is exact and 1 and
+    N processes agree. ``avoid_same_study`` forbids fixed points and same-study impostors.
+    """
+    ids = gather_codes(batch["ids"]).cpu().numpy().astype(np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([int(i) for i in ids] + [_IMPOSTOR_STREAM]))
+    if not avoid_same_study:
+        return rng.permutation(len(ids)).astype(np.int64)
+    codes = gather_codes(batch["study_code"]).cpu().numpy() if "study_code" in batch else np.arange(len(ids))
+    return constrained_permutation(rng, codes)
 
 
 @register_method("chauhan_ranking")
@@ -249,10 +268,10 @@ class ChauhanRanking(Method):
                 weight = torch.where(same, cfg.false_negative_weight, 1.0).to(img)
             out = ranking_hinge(img, txt, imp_img, imp_txt, margin, cfg.similarity, weight)
             return out.loss, out.positive_similarity
-        # in-batch impostors: a permutation of the global batch, drawn from the step's seeded RNG
-        rank, world = _world()
+        # in-batch impostors: one permutation of the global batch, the same on every process
+        rank, _ = _world()
         n = img.shape[0]
-        impostor = torch.randperm(n * world)[rank * n:(rank + 1) * n].to(img.device)
+        impostor = torch.from_numpy(batch_impostors(batch, cfg.avoid_same_study)[rank * n:(rank + 1) * n]).to(img.device)
         fn = None
         if cfg.false_negatives:
             fn = torch.zeros(n, dtype=torch.bool, device=img.device)

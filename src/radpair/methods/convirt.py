@@ -52,6 +52,8 @@ class ConVIRTConfig(MethodConfig):
     learn_temperature: bool = False
     lambda_image_to_text: float = 0.75
     projection_dim: int = 128
+    projection_hidden: int | None = None
+    """Hidden width of both projection heads; ``None``: the encoder's output width."""
     text_sections: str | None = None
     require_sections: list[str] = field(default_factory=list)
     false_negatives: list[str] = field(default_factory=list)
@@ -126,8 +128,8 @@ class ConVIRT(Method):
         self.cfg = cfg
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_projection = projection_head(image_encoder.out_dim, cfg.projection_dim)
-        self.text_projection = projection_head(text_encoder.out_dim, cfg.projection_dim)
+        self.image_projection = projection_head(image_encoder.out_dim, cfg.projection_dim, cfg.projection_hidden)
+        self.text_projection = projection_head(text_encoder.out_dim, cfg.projection_dim, cfg.projection_hidden)
         log_t = torch.tensor(math.log(cfg.temperature))
         if cfg.learn_temperature:
             self.log_temperature = torch.nn.Parameter(log_t)

@@ -44,7 +44,7 @@ _FALSE_PAIR_STREAM = 0x71AE8
 
 @dataclass
 class TIMNetConfig(MethodConfig):
-    """``embedding_dim`` 512 and ``text_max_length`` 256 in the paper; ``conv_channels`` is
+    """``embedding_dim`` 512 and 256 words of text in the paper; ``conv_channels`` is
     the width of the 1×1 convolutions and ``classifier_hidden`` the hidden layer of the
     shallow match classifier (neither is stated in the paper)."""
 
@@ -53,7 +53,8 @@ class TIMNetConfig(MethodConfig):
     conv_channels: int = 512
     classifier_hidden: int = 256
     text_sections: str = "findings"
-    text_max_length: int | None = 256
+    text_max_length: int | None = None
+    """Tokens of FINDINGS read (the paper: 256 words); ``None`` takes ``text_encoder.max_length``."""
 
     def validate(self) -> None:
         if min(self.embedding_dim, self.conv_channels, self.classifier_hidden) < 1:
@@ -67,7 +68,7 @@ def draw_false_partners(seed: int, epoch: int, rows: np.ndarray, dataset) -> np.
     try:
         return constrained_permutation(rng, codes)
     except ValueError as exc:
-        raise ConfigError(f"TIMNet false pairs: {exc} (over half the training reports are one text)") from None
+        raise ConfigError(f"TIMNet false pairs: {exc} (over half of the reports are one text)") from None
 
 
 class _ConvBranch(nn.Module):

@@ -58,7 +58,7 @@ _SETTING_KEYS: dict[str, str | None] = {
 def _method_keys(method: str) -> set[str]:
     from radpair.methods import method_class
 
-    return {f.name for f in fields(method_class(method).config_class)}
+    return {f.name for f in fields(method_class(method).config_class)} - {"name"}
 
 
 def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str) -> list[str]:
@@ -130,13 +130,21 @@ def _corpus(paper: Paper, role: str, mode: str, data: str | Path | None, out: Pa
     return corpus
 
 
+def _corpus_stamp(corpus) -> str:
+    """What the corpus is (its generator settings or preprocessing plan), so later stages
+    built on another corpus in the same folder are redone, not reused."""
+    return json.dumps(corpus.meta, sort_keys=True, default=str)
+
+
 def _tokenizer(corpus, out: Path) -> Path:
     from radpair.text import train_wordpiece_tokenizer
 
     folder = out / "tokenizer"
-    if not (folder / "tokenizer.json").is_file():
+    stamp = folder / "corpus_meta.json"
+    if not (folder / "tokenizer.json").is_file() or not stamp.is_file() or stamp.read_text() != _corpus_stamp(corpus):
         texts = corpus.split_index("train")["report"].astype(str).tolist()
         train_wordpiece_tokenizer(texts, folder, vocab_size=3000)
+        stamp.write_text(_corpus_stamp(corpus))
     return folder
 
 
@@ -148,10 +156,12 @@ def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path
 
     run_dir = out / "pretrain" / spec.id
     weights = run_dir / "image_encoder.safetensors"
-    if weights.is_file() and (run_dir / "DONE").is_file():
+    overrides = pretrain_overrides(paper, spec, mode)
+    done = json.dumps({"corpus": _corpus_stamp(corpus), "overrides": overrides})
+    if weights.is_file() and (run_dir / "DONE").is_file() and (run_dir / "DONE").read_text() == done:
         return weights
     recipe = _repo_root() / paper.info.recipe
-    overrides = pretrain_overrides(paper, spec, mode) + [
+    overrides = overrides + [
         f"data.corpus={corpus.root}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={run_dir}",
         f"train.progress={'true' if progress else 'false'}", f"train.device={device}"]
     if mode != "data":
@@ -159,8 +169,13 @@ def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path
     cfg = load_config(PretrainConfig, recipe, overrides)
     log(f"{paper.name}: pretraining {spec.id} ({spec.method})")
     t0 = time.time()
+    if (run_dir / "DONE").is_file():  # finished before on another corpus or settings: start again
+        import shutil
+
+        shutil.rmtree(run_dir)
     Trainer(cfg).fit(resume=True)
-    (run_dir / "DONE").write_text(f"{time.time() - t0:.0f} s\n")
+    (run_dir / "DONE").write_text(done)
+    (run_dir / "wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
     return weights
 
 
@@ -263,7 +278,8 @@ def measured_tables(paper: Paper, transfer: dict[str, list[dict]]) -> dict[str, 
                 if "protocol" not in sel or sel["protocol"] not in transfer:
                     continue
                 budget = sel.get("budget")
-                key = None if budget is None else (Budget.fraction(budget).key if isinstance(budget, float)
+                kind = paper.protocol(sel["protocol"]).budgets.kind
+                key = None if budget is None else (Budget.fraction(budget).key if kind == "fractions"
                                                    else Budget.parse(budget).key)
                 for study in transfer[sel["protocol"]]:
                     arm_key = next((k for k, v in study["arms"].items() if v == sel.get("arm")), None)
