@@ -61,3 +61,39 @@ def test_quick_run_writes_tables_and_claims(tmp_path, monkeypatch):
     again = run_paper(paper, "quick", None, tmp_path / "rep", progress=False, log=lambda m: None)
     assert json.loads((tmp_path / "rep" / "results.json").read_text())["measured"] == results["measured"]
     assert again == report
+
+
+def test_chauhan_joint_arms_score_the_methods_own_classifier(tmp_path, monkeypatch):
+    from radpair.replicate.runner import joint_protocol
+
+    paper = load_paper("chauhan2020")
+    semi = dict(o.split("=", 1) for o in pretrain_overrides(paper, paper.method("ranking-dot-semi"), "cpu",
+                                                            joint_protocol(paper, "ranking-dot-semi")))
+    # generic schedule names go where the method says; the protocol's labels become the method's
+    assert semi["method.ranking_epochs"] == "8" and semi["method.joint_epochs"] == "30"
+    assert semi["method.labelled_fraction"] == "0.15" and semi["method.label_source"] == "report"
+    assert semi["optim.schedule"] == "linear" and semi["method.variant"] == "semi_supervised"  # warmup-linear
+    labelled_only = dict(o.split("=", 1) for o in pretrain_overrides(paper, paper.method("l2"), "cpu"))
+    assert labelled_only["method.joint_epochs"] == "30" and "train.epochs" not in labelled_only
+
+    real_preset, real_settings = CorpusSpec.preset, MethodSpec.settings
+    monkeypatch.setattr(CorpusSpec, "preset", lambda self, mode: {**real_preset(self, mode), "n": 240})
+    monkeypatch.setattr(MethodSpec, "settings", lambda self, mode: {**real_settings(self, mode), "max_steps": 3})
+    report = run_paper(paper, "quick", None, tmp_path / "c", progress=False, log=lambda m: None)
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    table1, table2 = results["measured"]["table1"], results["measured"]["table2"]
+    assert set(table1) == {"l2", "ranking-l2", "cosine", "ranking-cosine", "dot", "ranking-dot"}
+    assert set(table2) == {"image-only", "ranking-dot", "ranking-dot-semi"}
+    for cells in (*table1.values(), *table2.values()):
+        assert set(cells) == {"auc_0|123", "auc_01|23", "auc_012|3", "macro_f1"}
+    assert "drawn truth here" in report.read_text()
+
+
+def test_a_method_without_its_own_classifier_is_refused(tmp_path):
+    from radpair.evaluation.own_classifier import evaluate_own_classifier
+    from radpair_train.testing import corpus_and_tokenizer, run_and_record, tiny_overrides
+
+    corpus, tok = corpus_and_tokenizer(tmp_path / "d", n=48, size=64, seed=1)
+    run_and_record(tiny_overrides(corpus, tok, tmp_path / "run", **{"train.max_steps": 1}), tmp_path / "rec")
+    with pytest.raises(ConfigError, match="no classifier of its own"):
+        evaluate_own_classifier(tmp_path / "run", corpus, "edema_severity")

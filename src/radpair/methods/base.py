@@ -220,6 +220,13 @@ class Method(nn.Module):
     def build(cls, cfg: MethodConfig, parts: BuildContext) -> "Method":
         raise NotImplementedError
 
+    @classmethod
+    def schedule_keys(cls, cfg: MethodConfig) -> dict[str, str]:
+        """Where a protocol's generic schedule settings go for this method: ``epochs`` (and,
+        for methods with a labelled phase, ``labelled_epochs``) as dotted config keys. The
+        replicate runner reads paper files through this, never through a method's name."""
+        return {"epochs": "train.epochs"}
+
     def setup(self, stats: DatasetStats) -> None:
         """Called once with the training rows' statistics, before the optimiser exists."""
 

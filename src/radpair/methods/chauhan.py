@@ -160,6 +160,12 @@ class ChauhanRanking(Method):
         return (Phase("ranking", cfg.ranking_epochs, rows="all", terms=("ranking",)), joint)
 
     @classmethod
+    def schedule_keys(cls, cfg: ChauhanConfig) -> dict[str, str]:
+        if cfg.variant == "semi_supervised":
+            return {"epochs": "method.ranking_epochs", "labelled_epochs": "method.joint_epochs"}
+        return {"epochs": "method.joint_epochs", "labelled_epochs": "method.joint_epochs"}
+
+    @classmethod
     def needs(cls, cfg: ChauhanConfig) -> MethodNeeds:
         text = cfg.variant != "image_only"
         phases = cls.phases(cfg)

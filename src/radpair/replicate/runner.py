@@ -52,7 +52,14 @@ _SETTING_KEYS: dict[str, str | None] = {
     "projection_dim": None,  # a method key, set below when the method has it
     "temperature": None,
     "text_sections": None,
+    "augmentation": None,  # described; the recipe's data.augment applies
+    "warmup": "optim.warmup_fraction",
 }
+
+
+# a paper file's schedule names -> optim.schedule; the warm-up comes from optim.warmup_* (the recipe's)
+_SCHEDULES = {"constant": "constant", "cosine": "cosine", "linear": "linear", "warmup-linear": "linear",
+              "warmup-cosine": "cosine"}
 
 
 def _method_keys(method: str) -> set[str]:
@@ -61,14 +68,27 @@ def _method_keys(method: str) -> set[str]:
     return {f.name for f in fields(method_class(method).config_class)} - {"name"}
 
 
-def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str) -> list[str]:
-    """Dotted overrides that turn the paper's recipe into this method's run in ``mode``."""
+def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str, joint: Protocol | None = None) -> list[str]:
+    """Dotted overrides that turn the paper's recipe into this method's run in ``mode``.
+
+    ``joint``: a protocol that scores this method's own classifier; its task, training
+    labels and labelled fraction become the method's (when the method has those keys)."""
+    from radpair.methods import method_class, resolve_method_config
+
     settings = spec.settings(mode)
     keys = _method_keys(spec.method)
+    bad = [k for k in spec.options if k not in keys]
+    if bad:
+        raise ConfigError(f"{paper.path}: option {bad[0]!r} of method {spec.id!r} is not a key of method "
+                          f"{spec.method!r} (valid: {sorted(keys)})")
+    schedule = method_class(spec.method).schedule_keys(resolve_method_config({"name": spec.method, **spec.options}))
     out: dict[str, Any] = {"method.name": spec.method}
     for name, value in settings.items():
         if value is None:
             continue  # not stated by the paper: the recipe's value stands
+        if name in schedule:
+            out[schedule[name]] = value
+            continue
         if name == "text_encoder":
             if isinstance(value, dict):
                 out.update({f"text_encoder.{k}": v for k, v in value.items()})
@@ -79,6 +99,11 @@ def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str) -> list[str]:
         target = _SETTING_KEYS.get(name, "")
         if target is None:
             continue
+        if name == "schedule":
+            if value not in _SCHEDULES:
+                raise ConfigError(f"{paper.path}: method {spec.id!r}: schedule {value!r} has no equivalent here "
+                                  f"(supported: {sorted(_SCHEDULES)})")
+            value = _SCHEDULES[value]
         if not target:
             if name in keys:
                 out[f"method.{name}"] = value
@@ -87,12 +112,23 @@ def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str) -> list[str]:
                               f"(known: {sorted(k for k in _SETTING_KEYS)}; method keys: {sorted(keys)})")
         out[target] = value
     out.pop("", None)
+    if joint is not None:
+        plan = joint.plan(mode)
+        for key, value in (("label_task", joint.task), ("label_source", joint.train_labels),
+                           ("labelled_fraction", plan["labelled_fraction"])):
+            if key in keys and value is not None:
+                out[f"method.{key}"] = value
     for name, value in spec.options.items():
-        if name not in keys:
-            raise ConfigError(f"{paper.path}: option {name!r} of method {spec.id!r} is not a key of method "
-                              f"{spec.method!r} (valid: {sorted(keys - {'name'})})")
         out[f"method.{name}"] = value
     return [f"{k}={_yaml(v)}" for k, v in out.items()]
+
+
+def joint_protocol(paper: Paper, method_id: str) -> Protocol | None:
+    """The protocol (if any) that scores ``method_id``'s own classifier."""
+    for p in paper.transfer:
+        if any(a.protocol == "joint" and a.start == method_id for a in p.arms):
+            return p
+    return None
 
 
 def _yaml(value: Any) -> str:
@@ -156,7 +192,7 @@ def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path
 
     run_dir = out / "pretrain" / spec.id
     weights = run_dir / "image_encoder.safetensors"
-    overrides = pretrain_overrides(paper, spec, mode)
+    overrides = pretrain_overrides(paper, spec, mode, joint_protocol(paper, spec.id))
     done = json.dumps({"corpus": _corpus_stamp(corpus), "overrides": overrides})
     if weights.is_file() and (run_dir / "DONE").is_file() and (run_dir / "DONE").read_text() == done:
         return weights
@@ -209,7 +245,7 @@ def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dic
     """Arms grouped by identical downstream settings: each group is one transfer study."""
     groups: dict[str, tuple[list[Arm], dict[str, Any]]] = {}
     for arm in protocol.arms:
-        if arm.na:
+        if arm.na or arm.protocol == "joint":  # joint arms are scored from the method's own classifier
             continue
         hyper = protocol.hyper(arm, mode)
         settings: dict[str, Any] = {}
@@ -240,11 +276,18 @@ def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, encode
     plan = protocol.plan(mode)
     budgets = plan["budgets"]
     results = []
+    joint_arms = [a for a in protocol.arms if a.protocol == "joint" and not a.na]
+    if joint_arms:
+        results.append(_joint_study(paper, protocol, joint_arms, corpora, out, device, log, mode))
     for k, (arms, settings) in enumerate(transfer_studies(protocol, mode)):
         cfg = TransferConfig(task=protocol.task, repeats=int(plan["repeats"]), device=device, workers=2,
                              train_labels=protocol.train_labels,
-                             test_labels=protocol.eval_sets[0].labels if protocol.eval_sets else "")
-        if budgets.kind == "fractions":
+                             test_labels=eval_labels(protocol, mode))
+        if plan["labelled_fraction"] is not None and budgets.kind == "n" and list(budgets.values) == ["all"]:
+            # "every labelled image" when only a share is labelled (Chauhan: 2.7 %): the transfer
+            # arms get as many labels as the joint models' labelled share
+            cfg.fractions, cfg.n = [float(plan["labelled_fraction"])], []
+        elif budgets.kind == "fractions":
             cfg.fractions, cfg.n = [float(v) for v in budgets.values], []
         else:
             cfg.n = [str(v) for v in budgets.values]
@@ -261,6 +304,37 @@ def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, encode
                         "results": json.loads((Path(folder) / "results.json").read_text()), "folder": str(folder)})
         del result
     return results
+
+
+def eval_labels(protocol: Protocol, mode: str) -> str:
+    """The test labels of the protocol's first evaluation set. A real dataset's own labels
+    (``index``: e.g. expert-corrected grades) have no column in a synthetic corpus; there the
+    generator's drawn truth stands in for them."""
+    labels = protocol.eval_sets[0].labels if protocol.eval_sets else ""
+    return "truth" if labels == "index" and mode != "data" else labels
+
+
+def _joint_study(paper: Paper, protocol: Protocol, arms: list[Arm], corpora: dict, out: Path, device: str,
+                 log: Log, mode: str) -> dict:
+    """The ``joint`` arms: each start's own classifier on the protocol's test split, as a
+    study whose summaries look like a transfer study's (budget ``all``, one repeat)."""
+    from radpair.evaluation.own_classifier import evaluate_own_classifier
+
+    summaries, arm_keys = [], {}
+    test_labels = eval_labels(protocol, mode) or None
+    for arm in arms:
+        log(f"{paper.name}: scoring {arm.start}'s own classifier on {protocol.task}")
+        scored = evaluate_own_classifier(out / "pretrain" / arm.start, corpora[protocol.corpus], protocol.task,
+                                         test_labels=test_labels, device=device)
+        key = f"{arm.start}:joint"
+        arm_keys[key] = arm.id
+        for metric, value in scored["values"].items():
+            ci = scored["ci"].get(metric)
+            summaries.append({"arm": key, "budget": "all", "metric": metric, "mean": value, "test_ci_mean": ci})
+    folder = out / "transfer" / protocol.id / "joint"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps({"summaries": summaries}, indent=2))
+    return {"arms": arm_keys, "results": {"summaries": summaries}, "folder": str(folder)}
 
 
 def measured_tables(paper: Paper, transfer: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -285,9 +359,11 @@ def measured_tables(paper: Paper, transfer: dict[str, list[dict]]) -> dict[str, 
                     arm_key = next((k for k, v in study["arms"].items() if v == sel.get("arm")), None)
                     if arm_key is None:
                         continue
+                    budgets_here = {s["budget"] for s in study["results"]["summaries"]}
+                    wanted = key if key in budgets_here or len(budgets_here) != 1 else next(iter(budgets_here))
                     for s in study["results"]["summaries"]:
                         if s["arm"] == arm_key and s["metric"] == sel.get("metric") and (key is None or
-                                                                                          s["budget"] == key):
+                                                                                          s["budget"] == wanted):
                             lo, hi = s.get("test_ci_mean") or s.get("repeat_ci") or (None, None)
                             cells.setdefault(row.id, {})[col.id] = (s["mean"], lo, hi)
         out[table.id] = cells
@@ -322,6 +398,10 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     claims = evaluate_claims(paper, measured)
     parts = [f"# {paper.name}: {paper.info.title}", "",
              f"Mode `{mode}`; run folder `{out}`; {time.time() - t0:.0f} s this launch.", ""]
+    for p in paper.transfer:
+        if p.eval_sets and eval_labels(p, mode) != p.eval_sets[0].labels:
+            parts += [f"Protocol `{p.id}`: the paper's `{p.eval_sets[0].labels}` test labels ({p.eval_sets[0].label}) "
+                      f"are the synthetic corpus's drawn truth here.", ""]
     if mode == "quick":
         parts += ["**Quick mode is a smoke run** (tiny corpus, a few steps, one repeat): it checks that the "
                   "protocol runs end to end; its numbers and verdicts say nothing about the paper's claims.", ""]
