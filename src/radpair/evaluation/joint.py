@@ -130,14 +130,12 @@ def _checkpoint_of_step(root: Path, step: int) -> Path:
                     f"were exported at step {step} (checkpoints present: {found or 'none'})")
 
 
-def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
-                   device: str | torch.device = "cpu") -> JointRun:
-    """Load the encoders, projections and tokenizer of a finished run folder onto ``device``."""
+def run_parts(run_dir: str | Path):
+    """(root, config dict, method config, image encoder config, text encoder config) of a run
+    folder; the image encoder's start weights are dropped (the run's own weights replace them)."""
     from radpair.config import from_dict
-    from radpair.methods import BuildContext, build_method, resolve_method_config
+    from radpair.methods import resolve_method_config
     from radpair.models.config import ImageEncoderConfig, TextEncoderConfig
-    from radpair.models.export import load_encoder_weights, read_safetensors_metadata
-    from radpair.text import load_tokenizer
 
     root = Path(run_dir)
     if not root.is_dir():
@@ -146,7 +144,18 @@ def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
     method_cfg = resolve_method_config(config.get("method"), "method")
     image_cfg = from_dict(ImageEncoderConfig, config.get("image_encoder"), "image_encoder")
     text_cfg = from_dict(TextEncoderConfig, config.get("text_encoder"), "text_encoder")
-    image_cfg.weights = None  # the run's start weights are not needed: the export replaces them
+    image_cfg.weights = None
+    return root, config, method_cfg, image_cfg, text_cfg
+
+
+def load_joint_run(run_dir: str | Path, tokenizer: str | Path | None = None,
+                   device: str | torch.device = "cpu") -> JointRun:
+    """Load the encoders, projections and tokenizer of a finished run folder onto ``device``."""
+    from radpair.methods import BuildContext, build_method
+    from radpair.models.export import load_encoder_weights, read_safetensors_metadata
+    from radpair.text import load_tokenizer
+
+    root, config, method_cfg, image_cfg, text_cfg = run_parts(run_dir)
     image_path = _weights_file(root, IMAGE_WEIGHTS, "image encoder")
     text_path = _weights_file(root, TEXT_WEIGHTS, "text encoder")
     tok_path = _tokenizer_path(root, config, tokenizer)
@@ -282,6 +291,31 @@ def embed_tokens(run: JointRun, tokens, batch_size: int = 256, normalise: bool =
         return np.zeros((0, 0), dtype=np.float32)
     out = np.concatenate(chunks, axis=0)
     return l2_normalise(out) if normalise else out
+
+
+def held_out_pairs(run: JointRun, corpus, split: str, views: Sequence[str] | None, what: str):
+    """The image-report pairs of ``split`` a run can be evaluated on: (split name, rows of the
+    corpus index, each row's text under the run's section policy, usable mask). A pair is
+    usable when the text the run reads is not empty (for a several-field method: every
+    field), as in training. Fewer than two usable pairs is a :class:`DataError`."""
+    from radpair.data.pairs import select_report_text
+    from radpair.tasks import resolve_split
+
+    split_name = resolve_split(corpus, split)
+    rows = corpus.split_index(split_name)
+    if views:
+        rows = rows[rows["view"].astype(str).isin(list(views))]
+        if rows.empty:
+            raise DataError(f"{corpus.root}: split {split_name!r} has no pairs with views {list(views)}")
+    reports = rows["report"].astype(str).tolist()
+    selected = np.array(select_report_text(reports, run.text_sections), dtype=object)
+    usable = np.array([bool(t.strip()) for t in selected], dtype=bool)
+    for sections, _ in run.text_fields:
+        usable &= np.array([bool(t.strip()) for t in select_report_text(reports, sections)], dtype=bool)
+    if usable.sum() < 2:
+        raise DataError(f"{corpus.root}: split {split_name!r} has {int(usable.sum())} pairs with a non-empty text "
+                        f"under section policy {run.text_sections!r}; {what} needs at least 2")
+    return split_name, rows, selected, usable
 
 
 def report_embeddings(run: JointRun, reports: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from radpair.errors import ConfigError, DataError
+from radpair.errors import ConfigError
 
 
 @dataclass
@@ -61,11 +61,11 @@ def evaluate_matching(run, corpus, *, split: str = "test", seed: int = 0, views:
     import pandas as pd
 
     from radpair.data.corpus import Corpus
-    from radpair.data.pairs import normalise_report_text, select_report_text, tokenize_texts
-    from radpair.evaluation.joint import JointRun, embed_images, embed_tokens, input_problems, load_joint_run
+    from radpair.data.pairs import normalise_report_text, tokenize_texts
+    from radpair.evaluation.joint import (JointRun, embed_images, embed_tokens, held_out_pairs, input_problems,
+                                          load_joint_run)
     from radpair.methods.timnet import draw_false_partners
     from radpair.objectives.matching import matching_metrics
-    from radpair.tasks import resolve_split
 
     if not isinstance(run, JointRun):
         run = load_joint_run(run, tokenizer=tokenizer, device=device)
@@ -75,15 +75,7 @@ def evaluate_matching(run, corpus, *, split: str = "test", seed: int = 0, views:
     if not isinstance(corpus, Corpus):
         corpus = Corpus.open(corpus)
     problems = input_problems(run, corpus)
-    split_name = resolve_split(corpus, split)
-    rows = corpus.split_index(split_name)
-    if views:
-        rows = rows[rows["view"].astype(str).isin(list(views))]
-    selected = np.array(select_report_text(rows["report"].astype(str).tolist(), run.text_sections), dtype=object)
-    keep = np.array([bool(t.strip()) for t in selected], dtype=bool)
-    if keep.sum() < 2:
-        raise DataError(f"{corpus.root}: split {split_name!r} has {int(keep.sum())} pairs with a non-empty text under "
-                        f"section policy {run.text_sections!r}; matching needs at least 2")
+    split_name, rows, selected, keep = held_out_pairs(run, corpus, split, views, "matching")
     texts = selected[keep].tolist()
     image_rows = rows["image_index"].to_numpy(dtype=np.int64)[keep]
 

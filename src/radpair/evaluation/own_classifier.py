@@ -24,20 +24,11 @@ _STEP = re.compile(r"^step-(\d+)\.pt$")
 
 def load_trained_method(run_dir: str | Path, device: str = "cpu", tokenizer: str | Path | None = None):
     """The method of a finished run folder with its final weights (newest checkpoint), in eval mode."""
-    from radpair.config import from_dict
-    from radpair.evaluation.joint import _read_config, _tokenizer_path
-    from radpair.methods import BuildContext, build_method, method_needs, resolve_method_config
-    from radpair.models.config import ImageEncoderConfig, TextEncoderConfig
+    from radpair.evaluation.joint import _tokenizer_path, run_parts
+    from radpair.methods import BuildContext, build_method, method_needs
     from radpair.text import load_tokenizer
 
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise DataError(f"run folder {str(root)!r} does not exist")
-    config = _read_config(root)
-    method_cfg = resolve_method_config(config.get("method"), "method")
-    image_cfg = from_dict(ImageEncoderConfig, config.get("image_encoder"), "image_encoder")
-    text_cfg = from_dict(TextEncoderConfig, config.get("text_encoder"), "text_encoder")
-    image_cfg.weights = None
+    root, config, method_cfg, image_cfg, text_cfg = run_parts(run_dir)
     tok = load_tokenizer(_tokenizer_path(root, config, tokenizer)) if method_needs(method_cfg).needs_text else None
     with torch.random.fork_rng(devices=[]):  # building draws an initialisation we then overwrite
         model = build_method(method_cfg, BuildContext(image_cfg, text_cfg, tok))

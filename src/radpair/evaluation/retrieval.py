@@ -205,10 +205,9 @@ def evaluate_retrieval(
     folder. Pairs whose selected text is empty are left out (counted in ``pool``).
     """
     from radpair.data.corpus import Corpus
-    from radpair.data.pairs import select_report_text, tokenize_texts
-    from radpair.evaluation.joint import (JointRun, embed_images, embed_tokens, input_problems, load_joint_run,
-                                          report_embeddings, text_keys)
-    from radpair.tasks import resolve_split
+    from radpair.data.pairs import tokenize_texts
+    from radpair.evaluation.joint import (JointRun, embed_images, embed_tokens, held_out_pairs, input_problems,
+                                          load_joint_run, report_embeddings, text_keys)
 
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -218,20 +217,8 @@ def evaluate_retrieval(
     if not isinstance(corpus, Corpus):
         corpus = Corpus.open(corpus)
     problems = input_problems(run, corpus)
-    split_name = resolve_split(corpus, split)
-    rows = corpus.split_index(split_name)
-    if views:
-        rows = rows[rows["view"].astype(str).isin(list(views))]
-        if rows.empty:
-            raise DataError(f"{corpus.root}: split {split_name!r} has no pairs with views {list(views)}")
+    split_name, rows, selected, nonempty = held_out_pairs(run, corpus, split, views, "retrieval")
     reports = rows["report"].astype(str).tolist()
-    selected = np.array(select_report_text(reports, run.text_sections), dtype=object)
-    nonempty = np.array([bool(t.strip()) for t in selected], dtype=bool)
-    for sections, _ in run.text_fields:  # a several-field method read only reports holding every field
-        nonempty &= np.array([bool(t.strip()) for t in select_report_text(reports, sections)], dtype=bool)
-    if nonempty.sum() < 2:
-        raise DataError(f"{corpus.root}: split {split_name!r} has {int(nonempty.sum())} pairs with a non-empty text "
-                        f"under section policy {run.text_sections!r}; retrieval needs at least 2")
     positions = np.flatnonzero(nonempty)
     pick = positions[choose_pool(positions.size, pool_size, seed)]
     texts = selected[pick].tolist()

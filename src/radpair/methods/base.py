@@ -243,6 +243,17 @@ class Method(nn.Module):
         return out
 
 
+def build_text_tower(parts: BuildContext, method: str):
+    """The BERT text encoder every text-reading method builds from ``parts`` (its tokenizer
+    sets the vocabulary and padding id)."""
+    from radpair.models.text_encoders import build_text_encoder
+
+    tok = parts.tokenizer
+    if tok is None:
+        raise ConfigError(f"method {method!r} needs a tokenizer (text_encoder.tokenizer)")
+    return build_text_encoder(parts.text_encoder, vocab_size=len(tok), pad_token_id=tok.pad_token_id or 0)
+
+
 METHODS: Registry[type[Method]] = Registry("method")
 
 

@@ -50,12 +50,12 @@ from radpair.methods.base import (
     MethodNeeds,
     Phase,
     TextField,
+    build_text_tower,
     check_terms,
     register_method,
     text_keys,
 )
 from radpair.models.image_encoders import build_image_encoder
-from radpair.models.text_encoders import build_text_encoder
 from radpair.objectives.contrastive import _world
 from radpair.objectives.false_negatives import CODE_KINDS, gather_codes
 from radpair.objectives.ranking import (
@@ -187,10 +187,7 @@ class ChauhanRanking(Method):
         n_classes = load_task(cfg.label_task).schema_for(cfg.label_source).n_outputs(1)
         text = None
         if cfg.variant != "image_only":
-            tok = parts.tokenizer
-            if tok is None:
-                raise ConfigError(f"method {cfg.name!r} needs a tokenizer (text_encoder.tokenizer)")
-            text = build_text_encoder(parts.text_encoder, vocab_size=len(tok), pad_token_id=tok.pad_token_id or 0)
+            text = build_text_tower(parts, cfg.name)
         return cls(cfg, build_image_encoder(parts.image_encoder), text, n_classes)
 
     def __init__(self, cfg: ChauhanConfig, image_encoder: nn.Module, text_encoder: nn.Module | None,

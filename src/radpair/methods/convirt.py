@@ -25,12 +25,12 @@ from radpair.methods.base import (
     MethodConfig,
     MethodNeeds,
     TextField,
+    build_text_tower,
     register_method,
     text_keys,
 )
 from radpair.models.heads import projection_head
 from radpair.models.image_encoders import build_image_encoder
-from radpair.models.text_encoders import build_text_encoder
 from radpair.objectives.contrastive import bidirectional_info_nce
 from radpair.objectives.false_negatives import CODE_KINDS, MODES, RowCodes, false_negative_mask, masked_info_nce
 
@@ -66,15 +66,21 @@ class ConVIRTConfig(MethodConfig):
             raise ConfigError("method.temperature must be positive")
         if not 0.0 <= self.lambda_image_to_text <= 1.0:
             raise ConfigError("method.lambda_image_to_text must lie in [0, 1]")
-        for kind in self.false_negatives:
-            if kind not in CODE_KINDS:
-                raise ConfigError(unknown_choice_message("method.false_negatives entry", kind, CODE_KINDS))
-        if self.false_negative_mode not in MODES:
-            raise ConfigError(unknown_choice_message("method.false_negative_mode", self.false_negative_mode, MODES))
-        if not 0.0 <= self.false_negative_weight <= 1.0:
-            raise ConfigError("method.false_negative_weight must lie in [0, 1]")
-        if "labels" in self.false_negatives and not self.false_negative_labels:
-            raise ConfigError("method.false_negatives includes 'labels': list the columns in method.false_negative_labels")
+        check_false_negative_options(self)
+
+
+def check_false_negative_options(cfg) -> None:
+    """The false-negative keys shared by the contrastive methods (``false_negatives``,
+    ``false_negative_mode``, ``false_negative_weight``, ``false_negative_labels``)."""
+    for kind in cfg.false_negatives:
+        if kind not in CODE_KINDS:
+            raise ConfigError(unknown_choice_message("method.false_negatives entry", kind, CODE_KINDS))
+    if cfg.false_negative_mode not in MODES:
+        raise ConfigError(unknown_choice_message("method.false_negative_mode", cfg.false_negative_mode, MODES))
+    if not 0.0 <= cfg.false_negative_weight <= 1.0:
+        raise ConfigError("method.false_negative_weight must lie in [0, 1]")
+    if "labels" in cfg.false_negatives and not cfg.false_negative_labels:
+        raise ConfigError("method.false_negatives includes 'labels': list the columns in method.false_negative_labels")
 
 
 def false_negative_needs(kinds: list[str], label_columns: list[str]) -> dict:
@@ -117,11 +123,7 @@ class ConVIRT(Method):
 
     @classmethod
     def build(cls, cfg: ConVIRTConfig, parts: BuildContext) -> "ConVIRT":
-        tok = parts.tokenizer
-        if tok is None:
-            raise ConfigError(f"method {cfg.name!r} needs a tokenizer (text_encoder.tokenizer)")
-        text = build_text_encoder(parts.text_encoder, vocab_size=len(tok), pad_token_id=tok.pad_token_id or 0)
-        return cls(cfg, build_image_encoder(parts.image_encoder), text)
+        return cls(cfg, build_image_encoder(parts.image_encoder), build_text_tower(parts, cfg.name))
 
     def __init__(self, cfg: ConVIRTConfig, image_encoder: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
         super().__init__()

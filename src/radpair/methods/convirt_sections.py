@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from radpair.errors import ConfigError
-from radpair.methods.base import BuildContext, Method, MethodConfig, MethodNeeds, TextField, register_method, text_keys
-from radpair.methods.convirt import batch_codes, false_negative_needs
+from radpair.methods.base import (BuildContext, Method, MethodConfig, MethodNeeds, TextField, build_text_tower,
+                                  register_method, text_keys)
+from radpair.methods.convirt import batch_codes, check_false_negative_options, false_negative_needs
 from radpair.models.heads import projection_head
 from radpair.models.image_encoders import build_image_encoder
-from radpair.models.text_encoders import build_text_encoder
-from radpair.objectives.false_negatives import CODE_KINDS, MODES, false_negative_mask, masked_info_nce
+from radpair.objectives.false_negatives import false_negative_mask, masked_info_nce
 from radpair.objectives.sections import section_local_loss, section_study_loss
 
 SECTIONS = ("findings", "impression")
@@ -54,13 +54,10 @@ class ConVIRTSectionsConfig(MethodConfig):
     def validate(self) -> None:
         if self.temperature <= 0:
             raise ConfigError("method.temperature must be positive")
-        for key in ("alpha", "lambda_local", "lambda_image_to_text", "false_negative_weight"):
+        for key in ("alpha", "lambda_local", "lambda_image_to_text"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"method.{key} must lie in [0, 1], got {getattr(self, key)}")
-        if any(k not in CODE_KINDS for k in self.false_negatives) or self.false_negative_mode not in MODES:
-            raise ConfigError(f"method.false_negatives entries must be in {CODE_KINDS}, mode in {MODES}")
-        if "labels" in self.false_negatives and not self.false_negative_labels:
-            raise ConfigError("method.false_negatives includes 'labels': list the columns in method.false_negative_labels")
+        check_false_negative_options(self)
 
 
 @register_method("convirt_sections")
@@ -77,11 +74,7 @@ class ConVIRTSections(Method):
 
     @classmethod
     def build(cls, cfg: ConVIRTSectionsConfig, parts: BuildContext) -> "ConVIRTSections":
-        tok = parts.tokenizer
-        if tok is None:
-            raise ConfigError(f"method {cfg.name!r} needs a tokenizer (text_encoder.tokenizer)")
-        text = build_text_encoder(parts.text_encoder, vocab_size=len(tok), pad_token_id=tok.pad_token_id or 0)
-        return cls(cfg, build_image_encoder(parts.image_encoder), text)
+        return cls(cfg, build_image_encoder(parts.image_encoder), build_text_tower(parts, cfg.name))
 
     def __init__(self, cfg: ConVIRTSectionsConfig, image_encoder: nn.Module, text_encoder: nn.Module) -> None:
         super().__init__()

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from radpair.errors import ConfigError
-from radpair.methods.base import BuildContext, ExtraRows, Method, MethodConfig, MethodNeeds, TextField, register_method, text_keys
+from radpair.methods.base import (BuildContext, ExtraRows, Method, MethodConfig, MethodNeeds, TextField,
+                                  build_text_tower, register_method, text_keys)
 from radpair.models.image_encoders import build_image_encoder
-from radpair.models.text_encoders import build_text_encoder
 from radpair.objectives.matching import match_features
 from radpair.objectives.ranking import constrained_permutation
 
@@ -122,11 +122,7 @@ class TIMNetMatching(Method):
 
     @classmethod
     def build(cls, cfg: TIMNetConfig, parts: BuildContext) -> "TIMNetMatching":
-        tok = parts.tokenizer
-        if tok is None:
-            raise ConfigError(f"method {cfg.name!r} needs a tokenizer (text_encoder.tokenizer)")
-        text = build_text_encoder(parts.text_encoder, vocab_size=len(tok), pad_token_id=tok.pad_token_id or 0)
-        return cls(cfg, build_image_encoder(parts.image_encoder), text)
+        return cls(cfg, build_image_encoder(parts.image_encoder), build_text_tower(parts, cfg.name))
 
     def __init__(self, cfg: TIMNetConfig, image_encoder: nn.Module, text_encoder: nn.Module) -> None:
         super().__init__()
