@@ -123,7 +123,8 @@ class ConVIRT(Method):
 
     @classmethod
     def build(cls, cfg: ConVIRTConfig, parts: BuildContext) -> "ConVIRT":
-        return cls(cfg, build_image_encoder(parts.image_encoder), build_text_tower(parts, cfg.name))
+        text = build_text_tower(parts, cfg.name)  # first: the order of initialisation draws is part of the seed
+        return cls(cfg, build_image_encoder(parts.image_encoder), text)
 
     def __init__(self, cfg: ConVIRTConfig, image_encoder: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
         super().__init__()

@@ -74,7 +74,8 @@ class ConVIRTSections(Method):
 
     @classmethod
     def build(cls, cfg: ConVIRTSectionsConfig, parts: BuildContext) -> "ConVIRTSections":
-        return cls(cfg, build_image_encoder(parts.image_encoder), build_text_tower(parts, cfg.name))
+        text = build_text_tower(parts, cfg.name)  # first: the order of initialisation draws is part of the seed
+        return cls(cfg, build_image_encoder(parts.image_encoder), text)
 
     def __init__(self, cfg: ConVIRTSectionsConfig, image_encoder: nn.Module, text_encoder: nn.Module) -> None:
         super().__init__()

@@ -122,7 +122,8 @@ class TIMNetMatching(Method):
 
     @classmethod
     def build(cls, cfg: TIMNetConfig, parts: BuildContext) -> "TIMNetMatching":
-        return cls(cfg, build_image_encoder(parts.image_encoder), build_text_tower(parts, cfg.name))
+        text = build_text_tower(parts, cfg.name)  # first: the order of initialisation draws is part of the seed
+        return cls(cfg, build_image_encoder(parts.image_encoder), text)
 
     def __init__(self, cfg: TIMNetConfig, image_encoder: nn.Module, text_encoder: nn.Module) -> None:
         super().__init__()
