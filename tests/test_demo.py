@@ -81,3 +81,23 @@ def test_demo_rejects_bad_settings(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["demo", "--quick", "--out", str(blocker / "sub")]) == 2
     assert "not writable" in capsys.readouterr().err
+
+
+def test_demo_compares_several_methods_on_one_page(tmp_path):
+    from radpair.config import from_dict, to_dict
+    from radpair.errors import ConfigError
+    from radpair_train.demo import DemoConfig, quick_config, run_demo
+
+    cfg = quick_config()
+    cfg.n_images = 300
+    cfg.methods = ["convirt", "timnet_matching"]
+    cfg.pretrain.train.max_steps = 6
+    cfg.transfer.n, cfg.transfer.repeats, cfg.transfer.arms = ["10"], 1, ["convirt:linear", "random:linear"]
+    out = run_demo(cfg, tmp_path / "d", progress=False, log=lambda m: None)
+    result = json.loads((tmp_path / "d" / "transfer" / "results.json").read_text())
+    assert {a["key"] for a in result["arms"]} == {"convirt:linear", "random:linear", "timnet_matching:linear"}
+    page = (tmp_path / "d" / "report.md").read_text()
+    assert "Pretraining compute per method" in page and "| timnet_matching |" in page
+    assert out["stage_keys"]["pretrain_timnet_matching"]
+    with pytest.raises(ConfigError, match="did you mean 'timnet_matching'"):
+        from_dict(DemoConfig, {**to_dict(quick_config()), "methods": ["convirt", "timnet_matchin"]})

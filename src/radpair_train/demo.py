@@ -90,6 +90,22 @@ class DemoConfig:
     pretrain: PretrainConfig = field(default_factory=_default_pretrain)
     transfer: TransferConfig = field(default_factory=_default_transfer)
     """The transfer study; ``encoders`` are filled in by the demo (convirt, random)."""
+    methods: list[str] = field(default_factory=lambda: ["convirt"])
+    """Pretraining methods to compare (``radpair demo --methods convirt,chauhan_ranking,...``).
+    Every other method trains on the same corpus, tokenizer, encoders, optimiser, batch and
+    epochs as ConVIRT (its ``epochs`` going where the method's ``schedule_keys`` say), and
+    joins the transfer study as ``<method>:linear``."""
+    method_options: dict[str, dict] = field(default_factory=dict)
+    """Per-method config keys on top of the method's defaults, e.g.
+    ``{chauhan_ranking: {impostors: batch}}``."""
+
+    def validate(self) -> None:
+        from radpair.methods import method_class
+
+        if not self.methods:
+            raise ConfigError("methods must name at least one pretraining method (e.g. convirt)")
+        for name in [*self.methods, *self.method_options]:
+            method_class(name)  # unknown names fail here, with the closest one
 
 
 def quick_config() -> DemoConfig:
@@ -192,6 +208,26 @@ class _Stages:
         return out
 
 
+def method_pretrain_config(base: PretrainConfig, name: str, options: dict, out_dir: Path) -> PretrainConfig:
+    """The demo's ConVIRT run with another method: same data, encoders, optimiser, batch and
+    epochs (the method's ``schedule_keys`` say where ``epochs`` goes), the method's own
+    defaults plus ``options``; equal pretraining compute up to what the method adds per pair."""
+    import copy
+
+    from radpair.methods import method_class, resolve_method_config
+
+    cfg = copy.deepcopy(base)
+    cfg.method = resolve_method_config({"name": name, **options})
+    cfg.train.out_dir = str(out_dir)
+    for generic, target in method_class(name).schedule_keys(cfg.method).items():
+        if generic != "epochs" or target == "train.epochs":
+            continue
+        section, key = target.split(".", 1)
+        setattr(getattr(cfg, section), key, base.train.epochs)
+    cfg.method.validate()
+    return cfg
+
+
 def _pretrain_settings(cfg: PretrainConfig) -> dict[str, Any]:
     d = to_dict(cfg)
     d["data"].pop("corpus", None)
@@ -257,6 +293,19 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
         cache.done("pretrain", pre_key, pre_settings)
 
     tcfg.encoders = [f"convirt={encoder_file}", "random"] if needs_convirt else ["random"]
+    for name in cfg.methods:
+        if name == "convirt":
+            continue
+        m_cfg = method_pretrain_config(pre_cfg, name, cfg.method_options.get(name, {}), out / f"pretrain_{name}")
+        m_settings = _pretrain_settings(m_cfg)
+        m_key = cache.key(m_settings, tok_key)
+        m_file = out / f"pretrain_{name}" / "image_encoder.safetensors"
+        if not cache.fresh(f"pretrain_{name}", m_key, m_settings, [out / f"pretrain_{name}", m_file]):
+            stages.run(f"{name} pretraining", lambda c=m_cfg: Trainer(c, tokenizer=tokenizer).fit(resume=True))
+            cache.done(f"pretrain_{name}", m_key, m_settings)
+        tcfg.encoders.append(f"{name}={m_file}")
+        if tcfg.arms and f"{name}:linear" not in tcfg.arms:
+            tcfg.arms = [*tcfg.arms, f"{name}:linear"]
     tcfg.arch = pre_cfg.image_encoder.name
     tcfg.seed = cfg.seed
     t_settings = to_dict(tcfg)
@@ -271,6 +320,8 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "radpair demo"
     notes = _notes(result, headline)
     extra = _extra_figures(out, corpus, cfg.seed, with_pretraining=needs_convirt)
+    if len(cfg.methods) > 1:
+        extra = _method_compute(out, cfg.methods, stages.times) + "\n" + extra
     pages = write_transfer_report(out, result, title="radpair demo: report-supervised pretraining on the synthetic corpus",
                                   notes=notes, extra_markdown=extra, run_dir=out / "transfer",
                                   highlight=[(a, b) for a, b in HEADLINE_PAIRS if {a, b} <= set(result.arm_keys)])
@@ -292,6 +343,29 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     for line in notes:
         log(f"[radpair demo] {line}")
     return results
+
+
+def _method_compute(out: Path, methods: list[str], times: dict[str, float]) -> str:
+    """The page's statement of pretraining compute per method, read from each run's record."""
+    lines = ["## Pretraining compute per method", "",
+             "Every method trains on the same corpus, tokenizer, encoders, optimiser, batch and epochs as ConVIRT; "
+             "what differs is what each method adds per pair (a second text field, impostor or false-pair rows, a "
+             "labelled phase) and which pairs it keeps (reports lacking a section it reads are dropped).", "",
+             "| method | training pairs | steps | phases | seconds |", "|---|---|---|---|---|"]
+    for name in methods:
+        folder = out / ("pretrain" if name == "convirt" else f"pretrain_{name}")
+        try:
+            info = json.loads((folder / "run_info.json").read_text())
+        except (OSError, ValueError):
+            continue
+        rows = info.get("empty_text", {})
+        pairs = (rows.get("rows", 0) - rows.get("dropped", 0)) if rows else "—"
+        phases = ", ".join(f"{p['name']} {p['epochs']} epochs over {p['rows']} pairs" for p in info.get("phases", [])) \
+            or f"{info.get('total_steps', 0) / max(info.get('steps_per_epoch', 1), 1):.1f} epochs"
+        secs = times.get("ConVIRT pretraining" if name == "convirt" else f"{name} pretraining")
+        shown = f"{secs:.0f}" if secs is not None else "earlier run"
+        lines.append(f"| {name} | {pairs} | {info.get('total_steps')} | {phases} | {shown} |")
+    return "\n".join(lines) + "\n"
 
 
 def _headline(result) -> dict[str, Any]:

@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a two-minute run for smoke tests")
     p.add_argument("--config", help="YAML file with demo settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("--methods", default=None, metavar="M1,M2",
+                   help="pretraining methods to compare (default: convirt; e.g. convirt,chauhan_ranking,"
+                   "convirt_sections,timnet_matching)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
 
@@ -32,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         base = deep_merge(base, yaml.safe_load(Path(args.config).read_text()) or {})
-    cfg = from_dict(DemoConfig, deep_merge(base, parse_overrides(args.overrides)))
+    merged = deep_merge(base, parse_overrides(args.overrides))
+    if args.methods:
+        merged["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    cfg = from_dict(DemoConfig, merged)
     run_demo(cfg, args.out, progress=not args.no_progress)
     return 0
