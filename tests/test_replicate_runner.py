@@ -97,3 +97,34 @@ def test_a_method_without_its_own_classifier_is_refused(tmp_path):
     run_and_record(tiny_overrides(corpus, tok, tmp_path / "run", **{"train.max_steps": 1}), tmp_path / "rec")
     with pytest.raises(ConfigError, match="no classifier of its own"):
         evaluate_own_classifier(tmp_path / "run", corpus, "edema_severity")
+
+
+def test_label_savings_from_fraction_curves():
+    from radpair.replicate.runner import label_savings
+
+    paper = load_paper("timnet")
+
+    def study(base, ours):
+        rows = [{"arm": "random:finetune", "budget": b, "metric": "macro_auc", "mean": v} for b, v in base.items()]
+        rows += [{"arm": "timnet:finetune", "budget": b, "metric": "macro_auc", "mean": v} for b, v in ours.items()]
+        return [{"arms": {"random:finetune": "base", "timnet:finetune": "ours"}, "results": {"summaries": rows}}]
+
+    lines = label_savings(paper, {"binary": study({"10%": 0.70, "30%": 0.74, "100%": 0.73},
+                                                  {"10%": 0.75, "30%": 0.76, "100%": 0.77}),
+                                  "pediatric": study({"10%": 0.8, "100%": 0.9}, {"10%": 0.7, "100%": 0.85})})
+    assert any("base peaks at 30.0%" in s and "reaches it at 10.0%" in s and "reduced by 67%" in s for s in lines)
+    assert any("`pediatric`" in s and "never reaches" in s for s in lines)
+
+
+def test_timnet_quick_run_fills_table_i_and_the_fraction_tables(tmp_path, monkeypatch):
+    real_preset, real_settings = CorpusSpec.preset, MethodSpec.settings
+    monkeypatch.setattr(CorpusSpec, "preset", lambda self, mode: {**real_preset(self, mode), "n": 240})
+    monkeypatch.setattr(MethodSpec, "settings", lambda self, mode: {**real_settings(self, mode), "max_steps": 3})
+    paper = load_paper("timnet")
+    report = run_paper(paper, "quick", None, tmp_path / "t", progress=False, log=lambda m: None)
+    measured = json.loads((tmp_path / "t" / "results.json").read_text())["measured"]
+    assert set(measured["table_i"]["mimic"]) == {"accuracy", "auroc", "f1", "prec", "recall", "ap"}
+    assert set(measured["table_s1"]["prec.ours"]) == {"f5", "f100"}  # quick budgets: 5 % and 100 %
+    assert set(measured["table_s3"]["auc.base"]) == {"f5", "f100"}  # the shifted corpus
+    text = report.read_text()
+    assert "Labels needed" in text and "linear head here" in text

@@ -233,6 +233,7 @@ def _verdict(result) -> str:
 
 
 _HYPER = {  # downstream hyper-parameters (paper / cpu / quick) -> TransferConfig keys
+    "backbone": ("arch",),  # the random start's architecture
     "lr": ("finetune.lr", "frozen_head.lr"),
     "batch_size": ("finetune.batch_size", "frozen_head.batch_size"),
     "max_steps": ("finetune.max_steps",),
@@ -254,7 +255,7 @@ def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dic
                 continue  # not stated, or descriptive (optimizer name, early stopping rule, loss)
             for target in _HYPER[key]:
                 settings[target] = [value] if target.endswith((".lr", ".weight_decay")) else value
-        if arm.head:
+        if arm.head and arm.protocol == "frozen-head":
             settings["frozen_head.head"] = arm.head
         sig = json.dumps(settings, sort_keys=True)
         groups.setdefault(sig, ([], settings))[0].append(arm)
@@ -337,7 +338,41 @@ def _joint_study(paper: Paper, protocol: Protocol, arms: list[Arm], corpora: dic
     return {"arms": arm_keys, "results": {"summaries": summaries}, "folder": str(folder)}
 
 
-def measured_tables(paper: Paper, transfer: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, Any]]]:
+# a paper file's metric names -> the names in transfer summaries (first present wins)
+_METRICS = {"auc": ("macro_auc",), "ap": ("macro_ap",), "f1": ("macro_f1",), "precision": ("macro_precision",),
+            "recall": ("macro_recall",), "accuracy": ("accuracy", "macro_accuracy")}
+# ... and in matching evaluations (radpair.objectives.matching.MatchingMetrics)
+_MATCHING = {"ap": "average_precision"}
+
+
+def head_notes(paper: Paper) -> list[str]:
+    """Arms whose head this harness cannot give them (the TIMNet head exists for frozen-head only)."""
+    out = []
+    for p in paper.transfer:
+        odd = [a.id for a in p.arms if a.head and a.head != "linear" and a.protocol == "finetune" and not a.na]
+        if odd:
+            out.append(f"Protocol `{p.id}`: arms {', '.join(odd)} fine-tune with a linear head here; the paper's "
+                       f"{p.arms[0].head if p.arms[0].head else ''} head is available to frozen-head arms only.")
+    return out
+
+
+def _evaluations(paper: Paper, corpora: dict, out: Path, device: str, log: Log) -> dict[str, dict[str, dict]]:
+    """``{evaluation id: {method id: metrics}}`` for the evaluations of the pretrained models."""
+    from radpair.evaluation.matching import evaluate_matching
+
+    found: dict[str, dict[str, dict]] = {}
+    for ev in paper.evaluations:
+        if ev.kind != "matching":
+            raise ConfigError(f"{paper.name}: evaluation kind {ev.kind!r} is not connected to the runner yet")
+        for method_id in ev.methods:
+            log(f"{paper.name}: {ev.kind} of {method_id} on the {ev.split} split")
+            result = evaluate_matching(out / "pretrain" / method_id, corpora[ev.corpus], split=ev.split, device=device)
+            found.setdefault(ev.id, {})[method_id] = result.metrics
+    return found
+
+
+def measured_tables(paper: Paper, transfer: dict[str, list[dict]],
+                    evaluations: dict[str, dict[str, dict]] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """``{table: {row: {column: (mean, lo, hi)}}}`` from the transfer results of each protocol."""
     from radpair.transfer.subsets import Budget
 
@@ -349,6 +384,12 @@ def measured_tables(paper: Paper, transfer: dict[str, list[dict]]) -> dict[str, 
                 if table.na(row.id, col.id):
                     continue
                 sel = table.cell(row.id, col.id)
+                if "evaluation" in sel:
+                    metrics = (evaluations or {}).get(sel["evaluation"], {}).get(sel.get("method"), {})
+                    name = _MATCHING.get(sel.get("metric"), sel.get("metric"))
+                    if name in metrics:
+                        cells.setdefault(row.id, {})[col.id] = (metrics[name], None, None)
+                    continue
                 if "protocol" not in sel or sel["protocol"] not in transfer:
                     continue
                 budget = sel.get("budget")
@@ -361,13 +402,52 @@ def measured_tables(paper: Paper, transfer: dict[str, list[dict]]) -> dict[str, 
                         continue
                     budgets_here = {s["budget"] for s in study["results"]["summaries"]}
                     wanted = key if key in budgets_here or len(budgets_here) != 1 else next(iter(budgets_here))
+                    present = {s["metric"] for s in study["results"]["summaries"] if s["arm"] == arm_key}
+                    metric = sel.get("metric")
+                    metric = next((m for m in _METRICS.get(metric, ()) if m in present), metric)
                     for s in study["results"]["summaries"]:
-                        if s["arm"] == arm_key and s["metric"] == sel.get("metric") and (key is None or
-                                                                                          s["budget"] == wanted):
+                        if s["arm"] == arm_key and s["metric"] == metric and (key is None or s["budget"] == wanted):
                             lo, hi = s.get("test_ci_mean") or s.get("repeat_ci") or (None, None)
                             cells.setdefault(row.id, {})[col.id] = (s["mean"], lo, hi)
         out[table.id] = cells
     return out
+
+
+def label_savings(paper: Paper, transfer: dict[str, list[dict]], metric: str = "macro_auc") -> list[str]:
+    """TIMNet's "labels needed" reduction for every fraction protocol: with f_base the
+    fraction where the from-scratch arm peaks and f_match the smallest fraction where a
+    pretrained arm reaches that peak, the reduction is (f_base - f_match) / f_base."""
+    from radpair.transfer.subsets import Budget
+
+    lines = []
+    for p in paper.transfer:
+        if p.budgets.kind != "fractions":
+            continue
+        means: dict[str, dict[float, float]] = {}
+        for study in transfer.get(p.id, []):
+            for s in study["results"]["summaries"]:
+                if s["metric"] == metric and s["arm"] in study["arms"] and s.get("mean") is not None:
+                    frac = Budget.parse(s["budget"]).value if s["budget"].endswith("%") else None
+                    if frac is not None:
+                        means.setdefault(study["arms"][s["arm"]], {})[frac] = s["mean"]
+        base = [a for a in p.arms if a.start == "random" and a.id in means]
+        for b in base:
+            f_base, peak = max(means[b.id].items(), key=lambda kv: (kv[1], -kv[0]))
+            for a in p.arms:
+                if a.start == "random" or a.id not in means:
+                    continue
+                reach = sorted(f for f, v in means[a.id].items() if v >= peak)
+                if not reach:
+                    lines.append(f"- `{p.id}`: {a.id} never reaches {b.id}'s best {metric} ({peak:.3f} at "
+                                 f"{f_base:.1%}): no label saving here.")
+                    continue
+                f_match = reach[0]
+                head = f"- `{p.id}`: {b.id} peaks at {f_base:.1%} ({metric} {peak:.3f}); {a.id} reaches it at {f_match:.1%}"
+                if f_match <= f_base:
+                    lines.append(f"{head}: labels needed reduced by {(f_base - f_match) / f_base:.0%}.")
+                else:
+                    lines.append(f"{head}: {f_match / f_base:.1f}x the labels, no saving here.")
+    return lines
 
 
 def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path, progress: bool = True,
@@ -382,9 +462,6 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     status = paper_status(paper)
     if not status.runnable:
         raise ConfigError(f"{paper.name} cannot run yet; {status.summary()}")
-    if paper.evaluations:
-        raise ConfigError(f"{paper.name}: evaluations of the pretrained models ({[e.kind for e in paper.evaluations]}) "
-                          "are not connected to the runner yet")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -394,7 +471,8 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     encoders = {m.id: _pretrain(paper, m, mode, corpora[m.corpus], tokenizer, out, progress, device, log)
                 for m in paper.methods}
     transfer = {p.id: _transfer(paper, p, mode, corpora, encoders, out, device, progress, log) for p in paper.transfer}
-    measured = measured_tables(paper, transfer)
+    evaluations = _evaluations(paper, corpora, out, device, log)
+    measured = measured_tables(paper, transfer, evaluations)
     claims = evaluate_claims(paper, measured)
     parts = [f"# {paper.name}: {paper.info.title}", "",
              f"Mode `{mode}`; run folder `{out}`; {time.time() - t0:.0f} s this launch.", ""]
@@ -402,11 +480,15 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
         if p.eval_sets and eval_labels(p, mode) != p.eval_sets[0].labels:
             parts += [f"Protocol `{p.id}`: the paper's `{p.eval_sets[0].labels}` test labels ({p.eval_sets[0].label}) "
                       f"are the synthetic corpus's drawn truth here.", ""]
+    parts += [f"{n}\n" for n in head_notes(paper)]
     if mode == "quick":
         parts += ["**Quick mode is a smoke run** (tiny corpus, a few steps, one repeat): it checks that the "
                   "protocol runs end to end; its numbers and verdicts say nothing about the paper's claims.", ""]
     for table in paper.tables:
         parts += [render_table(paper, table.id, measured.get(table.id)), ""]
+    savings = label_savings(paper, transfer)
+    if savings:
+        parts += ["## Labels needed (from the measured fraction curves, macro AUC)", "", *savings, ""]
     parts += ["## Claims", ""]
     for c in claims:
         parts.append(f"- **{c.claim.id}**: {' '.join(c.claim.text.split())} — {_verdict(c)}")

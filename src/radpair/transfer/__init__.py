@@ -18,7 +18,7 @@ from radpair.transfer.subsets import Budget, SubsetManifest, parse_budgets
 register_capability("transfer", "linear", "frozen_head", "finetune", "label_fractions", "ordinal_metrics",
                     "supervised_pretrained")
 # the replicate runner scores a method's own classifier (radpair.evaluation.own_classifier)
-register_capability("joint")
+register_capability("joint", "matching_metrics", "shifted_corpus")
 ISSUES.update({
     "chauhan_ranking": "issue 11", "convirt_sections": "issue 11", "timnet_matching": "issue 11",
     "joint": "issue 11", "matching_metrics": "issue 11", "shifted_corpus": "issue 11",

@@ -24,7 +24,7 @@ from radpair.errors import DataError
 FORMAT = "radpair-transfer"
 VERSION = 1
 SUMMARY_METRICS = ("macro_auc", "macro_ap", "macro_f1", "accuracy", "macro_accuracy", "macro_ece", "ece",
-                   "ovr_macro_auc")
+                   "ovr_macro_auc", "macro_precision", "macro_recall")
 """Summarised for every task; an ordinal task adds its dichotomised AUCs (``auc_0|123`` ...)."""
 
 
