@@ -104,6 +104,8 @@ class DemoConfig:
 
         if not self.methods:
             raise ConfigError("methods must name at least one pretraining method (e.g. convirt)")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"methods lists a method twice: {self.methods}")
         for name in [*self.methods, *self.method_options]:
             method_class(name)  # unknown names fail here, with the closest one
 
@@ -220,8 +222,8 @@ def method_pretrain_config(base: PretrainConfig, name: str, options: dict, out_d
     cfg.method = resolve_method_config({"name": name, **options})
     cfg.train.out_dir = str(out_dir)
     for generic, target in method_class(name).schedule_keys(cfg.method).items():
-        if generic != "epochs" or target == "train.epochs":
-            continue
+        if generic != "epochs" or target == "train.epochs" or target.split(".", 1)[1] in options:
+            continue  # only the shared epoch count; an explicit option wins
         section, key = target.split(".", 1)
         setattr(getattr(cfg, section), key, base.train.epochs)
     cfg.method.validate()

@@ -193,9 +193,15 @@ def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path
     run_dir = out / "pretrain" / spec.id
     weights = run_dir / "image_encoder.safetensors"
     overrides = pretrain_overrides(paper, spec, mode, joint_protocol(paper, spec.id))
-    done = json.dumps({"corpus": _corpus_stamp(corpus), "overrides": overrides})
+    recipe_text = (_repo_root() / paper.info.recipe).read_text()
+    done = json.dumps({"corpus": _corpus_stamp(corpus), "overrides": overrides, "recipe": recipe_text})
     if weights.is_file() and (run_dir / "DONE").is_file() and (run_dir / "DONE").read_text() == done:
         return weights
+    started = run_dir / "STARTED"
+    if run_dir.is_dir() and (not started.is_file() or started.read_text() != done):
+        import shutil  # a run of other settings (finished or not) is not continued: start again
+
+        shutil.rmtree(run_dir)
     recipe = _repo_root() / paper.info.recipe
     overrides = overrides + [
         f"data.corpus={corpus.root}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={run_dir}",
@@ -205,10 +211,8 @@ def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path
     cfg = load_config(PretrainConfig, recipe, overrides)
     log(f"{paper.name}: pretraining {spec.id} ({spec.method})")
     t0 = time.time()
-    if (run_dir / "DONE").is_file():  # finished before on another corpus or settings: start again
-        import shutil
-
-        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started.write_text(done)
     Trainer(cfg).fit(resume=True)
     (run_dir / "DONE").write_text(done)
     (run_dir / "wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
@@ -242,11 +246,18 @@ _HYPER = {  # downstream hyper-parameters (paper / cpu / quick) -> TransferConfi
 }
 
 
+def _available(arm: Arm) -> bool:
+    from radpair.replicate.registry import CAPABILITIES
+
+    return not arm.na and all(c in CAPABILITIES for c in arm.requires)
+
+
 def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dict[str, Any]]]:
-    """Arms grouped by identical downstream settings: each group is one transfer study."""
+    """Arms grouped by identical downstream settings: each group is one transfer study.
+    Arms that cannot run here (``na``, or a capability missing) are left out."""
     groups: dict[str, tuple[list[Arm], dict[str, Any]]] = {}
     for arm in protocol.arms:
-        if arm.na or arm.protocol == "joint":  # joint arms are scored from the method's own classifier
+        if not _available(arm) or arm.protocol == "joint":  # joint arms: the method's own classifier
             continue
         hyper = protocol.hyper(arm, mode)
         settings: dict[str, Any] = {}
@@ -255,7 +266,7 @@ def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dic
                 continue  # not stated, or descriptive (optimizer name, early stopping rule, loss)
             for target in _HYPER[key]:
                 settings[target] = [value] if target.endswith((".lr", ".weight_decay")) else value
-        if arm.head and arm.protocol == "frozen-head":
+        if arm.head and arm.head != "linear" and arm.protocol == "frozen-head":
             settings["frozen_head.head"] = arm.head
         sig = json.dumps(settings, sort_keys=True)
         groups.setdefault(sig, ([], settings))[0].append(arm)
@@ -270,9 +281,22 @@ def _set(cfg: Any, dotted: str, value: Any) -> None:
     setattr(obj, last, value)
 
 
+def _joint_labelled_rows(protocol: Protocol, out: Path) -> int | None:
+    """How many training pairs carried a label in the protocol's joint runs (their run_info)."""
+    for arm in protocol.arms:
+        if arm.protocol == "joint":
+            try:
+                info = json.loads((out / "pretrain" / arm.start / "run_info.json").read_text())
+                return int(info["labels"]["labelled_rows"])
+            except (OSError, ValueError, KeyError):
+                continue
+    return None
+
+
 def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, encoders: dict[str, Path], out: Path,
-              device: str, progress: bool, log: Log) -> list[dict]:
+              device: str, progress: bool, log: Log, arch: str | None = None) -> list[dict]:
     from radpair.transfer import TransferConfig, run_transfer
+    from radpair.transfer.subsets import Budget
 
     plan = protocol.plan(mode)
     budgets = plan["budgets"]
@@ -284,10 +308,16 @@ def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, encode
         cfg = TransferConfig(task=protocol.task, repeats=int(plan["repeats"]), device=device, workers=2,
                              train_labels=protocol.train_labels,
                              test_labels=eval_labels(protocol, mode))
+        alias: dict[str, str] = {}
         if plan["labelled_fraction"] is not None and budgets.kind == "n" and list(budgets.values) == ["all"]:
             # "every labelled image" when only a share is labelled (Chauhan: 2.7 %): the transfer
-            # arms get as many labels as the joint models' labelled share
-            cfg.fractions, cfg.n = [float(plan["labelled_fraction"])], []
+            # arms get as many labels as the joint models trained their classifiers on
+            count = _joint_labelled_rows(protocol, out)
+            if count:
+                cfg.n, alias = [str(count)], {"all": str(count)}
+            else:
+                cfg.fractions, cfg.n = [float(plan["labelled_fraction"])], []
+                alias = {"all": Budget.fraction(float(plan["labelled_fraction"])).key}
         elif budgets.kind == "fractions":
             cfg.fractions, cfg.n = [float(v) for v in budgets.values], []
         else:
@@ -295,13 +325,15 @@ def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, encode
         starts = sorted({a.start for a in arms})
         cfg.encoders = [f"{s}={encoders[s]}" if s != "random" else "random" for s in starts]
         cfg.arms = [f"{a.start}:{a.protocol}" for a in arms]
+        if arch and "arch" not in settings:  # the random start: the pretrained models' architecture
+            cfg.arch = arch
         for key, value in settings.items():
             _set(cfg, key, value)
         cfg.validate()
         folder = out / "transfer" / protocol.id / f"study{k}"
         log(f"{paper.name}: transfer {protocol.id}, study {k}: {', '.join(a.id for a in arms)}")
         result = run_transfer(cfg, corpora[protocol.corpus], folder, progress=progress)
-        results.append({"arms": {f"{a.start}:{a.protocol}": a.id for a in arms},
+        results.append({"arms": {f"{a.start}:{a.protocol}": a.id for a in arms}, "budget_alias": alias,
                         "results": json.loads((Path(folder) / "results.json").read_text()), "folder": str(folder)})
         del result
     return results
@@ -335,11 +367,13 @@ def _joint_study(paper: Paper, protocol: Protocol, arms: list[Arm], corpora: dic
     folder = out / "transfer" / protocol.id / "joint"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps({"summaries": summaries}, indent=2))
-    return {"arms": arm_keys, "results": {"summaries": summaries}, "folder": str(folder)}
+    return {"arms": arm_keys, "budget_alias": {}, "results": {"summaries": summaries}, "folder": str(folder)}
 
 
+_SELECTORS = {"protocol", "arm", "budget", "metric", "eval", "evaluation", "method", "class"}
 # a paper file's metric names -> the names in transfer summaries (first present wins)
-_METRICS = {"auc": ("macro_auc",), "ap": ("macro_ap",), "f1": ("macro_f1",), "precision": ("macro_precision",),
+_METRICS = {"auc": ("macro_auc",), "ap": ("macro_ap",), "aucpr": ("macro_ap",), "f1": ("macro_f1",),
+            "precision": ("macro_precision",),
             "recall": ("macro_recall",), "accuracy": ("accuracy", "macro_accuracy")}
 # ... and in matching evaluations (radpair.objectives.matching.MatchingMetrics)
 _MATCHING = {"ap": "average_precision"}
@@ -349,10 +383,11 @@ def head_notes(paper: Paper) -> list[str]:
     """Arms whose head this harness cannot give them (the TIMNet head exists for frozen-head only)."""
     out = []
     for p in paper.transfer:
-        odd = [a.id for a in p.arms if a.head and a.head != "linear" and a.protocol == "finetune" and not a.na]
+        odd = [a for a in p.arms if a.head and a.head != "linear" and a.protocol == "finetune" and not a.na]
         if odd:
-            out.append(f"Protocol `{p.id}`: arms {', '.join(odd)} fine-tune with a linear head here; the paper's "
-                       f"{p.arms[0].head if p.arms[0].head else ''} head is available to frozen-head arms only.")
+            heads = ", ".join(sorted({a.head for a in odd}))
+            out.append(f"Protocol `{p.id}`: arms {', '.join(a.id for a in odd)} fine-tune with a linear head here; the "
+                       f"paper's {heads} head is available to frozen-head arms only.")
     return out
 
 
@@ -360,10 +395,12 @@ def _evaluations(paper: Paper, corpora: dict, out: Path, device: str, log: Log) 
     """``{evaluation id: {method id: metrics}}`` for the evaluations of the pretrained models."""
     from radpair.evaluation.matching import evaluate_matching
 
+    from radpair.replicate.registry import CAPABILITIES
+
     found: dict[str, dict[str, dict]] = {}
     for ev in paper.evaluations:
-        if ev.kind != "matching":
-            raise ConfigError(f"{paper.name}: evaluation kind {ev.kind!r} is not connected to the runner yet")
+        if not all(c in CAPABILITIES for c in ev.requires):
+            continue  # listed as skipped by paper_status
         for method_id in ev.methods:
             log(f"{paper.name}: {ev.kind} of {method_id} on the {ev.split} split")
             result = evaluate_matching(out / "pretrain" / method_id, corpora[ev.corpus], split=ev.split, device=device)
@@ -384,6 +421,16 @@ def measured_tables(paper: Paper, transfer: dict[str, list[dict]],
                 if table.na(row.id, col.id):
                     continue
                 sel = table.cell(row.id, col.id)
+                unknown = set(sel) - _SELECTORS
+                if unknown:
+                    raise ConfigError(f"{paper.path}: table {table.id} cell {row.id}/{col.id} selects by "
+                                      f"{sorted(unknown)}, which the runner does not read yet")
+                if "class" in sel:
+                    continue  # per-class cells are not filled yet: "not run", never the macro value
+                if "eval" in sel and "protocol" in sel:
+                    first = paper.protocol(sel["protocol"]).eval_sets
+                    if first and sel["eval"] != first[0].id:
+                        continue  # only the first evaluation set is scored today
                 if "evaluation" in sel:
                     metrics = (evaluations or {}).get(sel["evaluation"], {}).get(sel.get("method"), {})
                     name = _MATCHING.get(sel.get("metric"), sel.get("metric"))
@@ -400,8 +447,7 @@ def measured_tables(paper: Paper, transfer: dict[str, list[dict]],
                     arm_key = next((k for k, v in study["arms"].items() if v == sel.get("arm")), None)
                     if arm_key is None:
                         continue
-                    budgets_here = {s["budget"] for s in study["results"]["summaries"]}
-                    wanted = key if key in budgets_here or len(budgets_here) != 1 else next(iter(budgets_here))
+                    wanted = study.get("budget_alias", {}).get(key, key)
                     present = {s["metric"] for s in study["results"]["summaries"] if s["arm"] == arm_key}
                     metric = sel.get("metric")
                     metric = next((m for m in _METRICS.get(metric, ()) if m in present), metric)
@@ -456,12 +502,15 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     published numbers under ``out``; ``mode`` is ``quick``, ``cpu`` or ``data``.
     Returns the path of ``report.md``."""
     import radpair.transfer  # noqa: F401 - registers what the transfer harness can run
-    from radpair.replicate.registry import paper_status
+    from radpair.replicate.registry import CAPABILITIES, paper_status
     from radpair.replicate.tables import evaluate_claims, render_table
 
     status = paper_status(paper)
     if not status.runnable:
         raise ConfigError(f"{paper.name} cannot run yet; {status.summary()}")
+    for ev in paper.evaluations:
+        if ev.kind != "matching" and all(c in CAPABILITIES for c in ev.requires):
+            raise ConfigError(f"{paper.name}: evaluation kind {ev.kind!r} is not connected to the runner yet")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -470,7 +519,10 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     tokenizer = _tokenizer(corpora["main"], out)
     encoders = {m.id: _pretrain(paper, m, mode, corpora[m.corpus], tokenizer, out, progress, device, log)
                 for m in paper.methods}
-    transfer = {p.id: _transfer(paper, p, mode, corpora, encoders, out, device, progress, log) for p in paper.transfer}
+    arch = next((o.split("=", 1)[1] for o in pretrain_overrides(paper, paper.methods[0], mode)
+                 if o.startswith("image_encoder.name=")), None) if paper.methods else None
+    transfer = {p.id: _transfer(paper, p, mode, corpora, encoders, out, device, progress, log, arch)
+                for p in paper.transfer}
     evaluations = _evaluations(paper, corpora, out, device, log)
     measured = measured_tables(paper, transfer, evaluations)
     claims = evaluate_claims(paper, measured)
@@ -481,6 +533,13 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
             parts += [f"Protocol `{p.id}`: the paper's `{p.eval_sets[0].labels}` test labels ({p.eval_sets[0].label}) "
                       f"are the synthetic corpus's drawn truth here.", ""]
     parts += [f"{n}\n" for n in head_notes(paper)]
+    for pid, studies in transfer.items():
+        for st in studies:
+            for wanted, used in st.get("budget_alias", {}).items():
+                parts += [f"Protocol `{pid}`: budget `{wanted}` runs as `{used}` here, the number of training pairs "
+                          "the joint models' classifiers saw (only a share of the pairs is labelled). The transfer "
+                          "arms read their labels under the task's report policy; the joint models only from "
+                          "reports that state a grade.", ""]
     if mode == "quick":
         parts += ["**Quick mode is a smoke run** (tiny corpus, a few steps, one repeat): it checks that the "
                   "protocol runs end to end; its numbers and verdicts say nothing about the paper's claims.", ""]
