@@ -349,3 +349,11 @@ def test_initialisation_draws_text_encoder_then_image_encoder(synth, name):
     for part, ref in (("text_encoder", text), ("image_encoder", image)):
         got = getattr(model, part).state_dict()
         assert all(torch.equal(got[k], v) for k, v in ref.state_dict().items()), part
+
+
+def test_configs_saved_before_the_method_contract_still_load():
+    old = {"name": "convirt", "temperature": 0.1, "learn_temperature": True, "lambda_image_to_text": 0.75,
+           "projection_dim": 128, "labels": []}
+    assert resolve_method_config(old).learn_temperature is True
+    with pytest.raises(ConfigError, match="unknown config key 'method.labels'"):
+        resolve_method_config({**old, "labels": ["edema"]})

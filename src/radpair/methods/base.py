@@ -289,6 +289,10 @@ def resolve_method_config(value: Mapping[str, Any] | MethodConfig | None, prefix
         raise ConfigError(f"config key '{prefix}.name': expected a string, got {name!r}")
     cls = method_class(name).config_class
     data.setdefault("name", name)
+    if "labels" in data and "labels" not in cls.__dataclass_fields__ and not data["labels"]:
+        # runs written before the method contract saved one flat method section with an
+        # empty ``labels`` list for every method; it means nothing for a method without it
+        del data["labels"]
     return from_dict(cls, data, prefix=prefix)
 
 
