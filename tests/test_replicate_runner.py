@@ -17,6 +17,13 @@ from radpair.replicate.runner import pretrain_overrides, run_paper, transfer_stu
 from radpair.replicate.schema import CorpusSpec, MethodSpec
 
 
+def _shrink(monkeypatch, steps: int) -> None:
+    """Quick mode, smaller still: a 240-image corpus and ``steps`` pretraining steps per model."""
+    real_preset, real_settings = CorpusSpec.preset, MethodSpec.settings
+    monkeypatch.setattr(CorpusSpec, "preset", lambda self, mode: {**real_preset(self, mode), "n": 240})
+    monkeypatch.setattr(MethodSpec, "settings", lambda self, mode: {**real_settings(self, mode), "max_steps": steps})
+
+
 def test_method_settings_and_options_become_config_overrides():
     paper = load_paper("convirt_sections")
     findings = paper.method("findings")
@@ -42,9 +49,7 @@ def test_arms_with_the_same_downstream_settings_share_one_study():
 
 
 def test_quick_run_writes_tables_and_claims(tmp_path, monkeypatch):
-    real_preset, real_settings = CorpusSpec.preset, MethodSpec.settings
-    monkeypatch.setattr(CorpusSpec, "preset", lambda self, mode: {**real_preset(self, mode), "n": 240})
-    monkeypatch.setattr(MethodSpec, "settings", lambda self, mode: {**real_settings(self, mode), "max_steps": 4})
+    _shrink(monkeypatch, 4)
     paper = load_paper("convirt_sections")
     report = run_paper(paper, "quick", None, tmp_path / "rep", progress=False, log=lambda m: None)
     text = report.read_text()
@@ -76,9 +81,7 @@ def test_chauhan_joint_arms_score_the_methods_own_classifier(tmp_path, monkeypat
     labelled_only = dict(o.split("=", 1) for o in pretrain_overrides(paper, paper.method("l2"), "cpu"))
     assert labelled_only["method.joint_epochs"] == "30" and "train.epochs" not in labelled_only
 
-    real_preset, real_settings = CorpusSpec.preset, MethodSpec.settings
-    monkeypatch.setattr(CorpusSpec, "preset", lambda self, mode: {**real_preset(self, mode), "n": 240})
-    monkeypatch.setattr(MethodSpec, "settings", lambda self, mode: {**real_settings(self, mode), "max_steps": 3})
+    _shrink(monkeypatch, 3)
     report = run_paper(paper, "quick", None, tmp_path / "c", progress=False, log=lambda m: None)
     results = json.loads((tmp_path / "c" / "results.json").read_text())
     table1, table2 = results["measured"]["table1"], results["measured"]["table2"]
@@ -117,9 +120,7 @@ def test_label_savings_from_fraction_curves():
 
 
 def test_timnet_quick_run_fills_table_i_and_the_fraction_tables(tmp_path, monkeypatch):
-    real_preset, real_settings = CorpusSpec.preset, MethodSpec.settings
-    monkeypatch.setattr(CorpusSpec, "preset", lambda self, mode: {**real_preset(self, mode), "n": 240})
-    monkeypatch.setattr(MethodSpec, "settings", lambda self, mode: {**real_settings(self, mode), "max_steps": 3})
+    _shrink(monkeypatch, 3)
     paper = load_paper("timnet")
     report = run_paper(paper, "quick", None, tmp_path / "t", progress=False, log=lambda m: None)
     measured = json.loads((tmp_path / "t" / "results.json").read_text())["measured"]
