@@ -119,3 +119,18 @@ def test_ordinal_labels_never_reach_the_binary_loss(data, tmp_path):
     assert "a binary loss needs 1, 0, -1 or empty" in msg and "multiclass/ordinal" in msg
     assert str(data[0]) in msg and "ground_truth" in msg
     assert not (tmp_path / "sev" / "checkpoints").exists()  # refused before any step
+
+
+def test_output_folder_check_is_safe_for_concurrent_processes(tmp_path):
+    """Every process of a distributed launch checks the same folder at the same time; one
+    process's probe file must not be removed under another's feet."""
+    from concurrent.futures import ThreadPoolExecutor
+    from unittest import mock
+
+    from radpair_train import loop
+
+    pids = iter(range(1000, 1064))
+    with mock.patch.object(loop.os, "getpid", side_effect=lambda: next(pids)):
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: loop.check_output_dir(tmp_path / "shared"), range(64)))
+    assert not list((tmp_path / "shared").iterdir())

@@ -69,9 +69,10 @@ def check_output_dir(path: str | Path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        # one probe per process: every process of a distributed launch checks the same folder
+        probe = path / f".write-test-{os.getpid()}"
         probe.write_text("ok")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         raise ConfigError(f"output folder {str(path)!r} is not writable: {exc.strerror or exc}") from None
     return path
