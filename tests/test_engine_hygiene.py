@@ -124,13 +124,14 @@ def test_ordinal_labels_never_reach_the_binary_loss(data, tmp_path):
 def test_output_folder_check_is_safe_for_concurrent_processes(tmp_path):
     """Every process of a distributed launch checks the same folder at the same time; one
     process's probe file must not be removed under another's feet."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
     from unittest import mock
 
     from radpair_train import loop
 
-    pids = iter(range(1000, 1064))
-    with mock.patch.object(loop.os, "getpid", side_effect=lambda: next(pids)):
+    # threads stand in for processes: each gets its own "pid"
+    with mock.patch.object(loop.os, "getpid", side_effect=threading.get_ident):
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda _: loop.check_output_dir(tmp_path / "shared"), range(64)))
     assert not list((tmp_path / "shared").iterdir())
