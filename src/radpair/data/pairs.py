@@ -354,8 +354,8 @@ class PairDataset:
         """Positions of rows with at least one usable label."""
         if self.label_mask is None:
             return np.zeros(0, dtype=np.int64)
-        m = self.label_mask
-        return np.flatnonzero(m if m.ndim == 1 else m.any(axis=1) if m.dtype == bool else (m > 0).any(axis=1))
+        m = self.label_mask > 0  # bool masks (task labels) and 0/1 float masks (binary columns)
+        return np.flatnonzero(m if m.ndim == 1 else m.any(axis=1))
 
     def statistics(self, items: np.ndarray | None = None):
         """Row and class counts of rows ``items`` (default: all) for a method's setup hook

@@ -119,13 +119,32 @@ def _weights_file(root: Path, name: str, what: str) -> Path:
     return path
 
 
+def checkpoint_steps(root: Path) -> list[int]:
+    """Steps of the readable-by-name checkpoints of a run folder, oldest first."""
+    folder = root / "checkpoints"
+    return sorted(int(m.group(1)) for p in folder.glob("step-*.pt") if (m := _STEP.match(p.name))) \
+        if folder.is_dir() else []
+
+
+def open_run_and_corpus(run, corpus, tokenizer=None, device="cpu"):
+    """(run, corpus, input problems): a run folder or :class:`JointRun`, and a corpus folder or
+    :class:`~radpair.data.corpus.Corpus`, opened, with the ways the corpus's images differ
+    from the run's training images (each warned about)."""
+    from radpair.data.corpus import Corpus
+
+    if not isinstance(run, JointRun):
+        run = load_joint_run(run, tokenizer=tokenizer, device=device)
+    if not isinstance(corpus, Corpus):
+        corpus = Corpus.open(corpus)
+    return run, corpus, input_problems(run, corpus)
+
+
 def _checkpoint_of_step(root: Path, step: int) -> Path:
     folder = root / "checkpoints"
     path = folder / f"step-{step:08d}.pt"
     if path.is_file():
         return path
-    found = sorted(int(m.group(1)) for p in folder.glob("step-*.pt") if (m := _STEP.match(p.name))) \
-        if folder.is_dir() else []
+    found = checkpoint_steps(root)
     raise DataError(f"{path} does not exist: the projection heads are only saved in checkpoints, and the encoders "
                     f"were exported at step {step} (checkpoints present: {found or 'none'})")
 

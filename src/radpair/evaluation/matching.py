@@ -60,21 +60,15 @@ def evaluate_matching(run, corpus, *, split: str = "test", seed: int = 0, views:
     """Score ``run``'s match classifier on balanced true/false pairs of ``split``."""
     import pandas as pd
 
-    from radpair.data.corpus import Corpus
     from radpair.data.pairs import normalise_report_text, tokenize_texts
-    from radpair.evaluation.joint import (JointRun, embed_images, embed_tokens, held_out_pairs, input_problems,
-                                          load_joint_run)
+    from radpair.evaluation.joint import embed_images, embed_tokens, held_out_pairs, open_run_and_corpus
     from radpair.methods.timnet import draw_false_partners
     from radpair.objectives.matching import matching_metrics
 
-    if not isinstance(run, JointRun):
-        run = load_joint_run(run, tokenizer=tokenizer, device=device)
+    run, corpus, problems = open_run_and_corpus(run, corpus, tokenizer, device)
     if not hasattr(run.model, "match_logits"):
         raise ConfigError(f"{run.root}: method {run.method!r} has no match classifier (match_logits); "
                           "matching metrics need a timnet_matching run")
-    if not isinstance(corpus, Corpus):
-        corpus = Corpus.open(corpus)
-    problems = input_problems(run, corpus)
     split_name, rows, selected, keep = held_out_pairs(run, corpus, split, views, "matching")
     texts = selected[keep].tolist()
     image_rows = rows["image_index"].to_numpy(dtype=np.int64)[keep]

@@ -10,7 +10,6 @@ image with a usable label, and scores it exactly like a transfer cell: the task'
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,9 @@ import torch
 
 from radpair.errors import ConfigError, DataError
 
-_STEP = re.compile(r"^step-(\d+)\.pt$")
-
-
 def load_trained_method(run_dir: str | Path, device: str = "cpu", tokenizer: str | Path | None = None):
     """The method of a finished run folder with its final weights (newest checkpoint), in eval mode."""
-    from radpair.evaluation.joint import _tokenizer_path, run_parts
+    from radpair.evaluation.joint import _tokenizer_path, checkpoint_steps, run_parts
     from radpair.methods import BuildContext, build_method, method_needs
     from radpair.text import load_tokenizer
 
@@ -32,12 +28,10 @@ def load_trained_method(run_dir: str | Path, device: str = "cpu", tokenizer: str
     tok = load_tokenizer(_tokenizer_path(root, config, tokenizer)) if method_needs(method_cfg).needs_text else None
     with torch.random.fork_rng(devices=[]):  # building draws an initialisation we then overwrite
         model = build_method(method_cfg, BuildContext(image_cfg, text_cfg, tok))
-    folder = root / "checkpoints"
-    steps = sorted(int(m.group(1)) for p in folder.glob("step-*.pt") if (m := _STEP.match(p.name))) \
-        if folder.is_dir() else []
+    steps = checkpoint_steps(root)
     if not steps:
         raise DataError(f"{root}: no checkpoints/step-*.pt; is the run finished?")
-    path = folder / f"step-{steps[-1]:08d}.pt"
+    path = root / "checkpoints" / f"step-{steps[-1]:08d}.pt"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["model"]
     except Exception as exc:  # noqa: BLE001 - truncated zip, missing key: name the file

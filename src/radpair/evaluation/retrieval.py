@@ -204,19 +204,14 @@ def evaluate_retrieval(
     ``tokenizer`` onto ``device``); ``corpus``: a :class:`~radpair.data.corpus.Corpus` or
     folder. Pairs whose selected text is empty are left out (counted in ``pool``).
     """
-    from radpair.data.corpus import Corpus
     from radpair.data.pairs import tokenize_texts
-    from radpair.evaluation.joint import (JointRun, embed_images, embed_tokens, held_out_pairs, input_problems,
-                                          load_joint_run, report_embeddings, text_keys)
+    from radpair.evaluation.joint import (embed_images, embed_tokens, held_out_pairs, open_run_and_corpus,
+                                          report_embeddings, text_keys)
 
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ConfigError(f"recall cut-offs must be positive integers, got {ks}")
-    if not isinstance(run, JointRun):
-        run = load_joint_run(run, tokenizer=tokenizer, device=device)
-    if not isinstance(corpus, Corpus):
-        corpus = Corpus.open(corpus)
-    problems = input_problems(run, corpus)
+    run, corpus, problems = open_run_and_corpus(run, corpus, tokenizer, device)
     split_name, rows, selected, nonempty = held_out_pairs(run, corpus, split, views, "retrieval")
     reports = rows["report"].astype(str).tolist()
     positions = np.flatnonzero(nonempty)

@@ -283,8 +283,7 @@ def evaluate_zeroshot(
     source for validate; its test-label source for test, or ``index`` when that is
     ``truth`` and the corpus has no ``ground_truth.csv``); ``views``: default the task's.
     """
-    from radpair.data.corpus import Corpus
-    from radpair.evaluation.joint import JointRun, input_problems, load_joint_run
+    from radpair.evaluation.joint import open_run_and_corpus
     from radpair.evaluation.paired import BootstrapDraws, bootstrap_p_value
     from radpair.evaluation.taskmetrics import choose_thresholds, score_task
     from radpair.tasks import LABEL_SOURCES, load_task
@@ -309,11 +308,7 @@ def evaluate_zeroshot(
                           f"{spec.name!r} (it has {sorted(pf.classes)})")
     if n_bootstrap < 0:
         raise ConfigError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
-    if not isinstance(run, JointRun):
-        run = load_joint_run(run, tokenizer=tokenizer, device=device)
-    if not isinstance(corpus, Corpus):
-        corpus = Corpus.open(corpus)
-    problems = input_problems(run, corpus)
+    run, corpus, problems = open_run_and_corpus(run, corpus, tokenizer, device)
     views = list(spec.views) if views is None else list(views)
     temperature = run.temperature
     sides = prompt_embeddings(run, pf, classes, batch_size)

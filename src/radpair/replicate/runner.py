@@ -49,9 +49,9 @@ _SETTING_KEYS: dict[str, str | None] = {
     "image_size": None,  # the corpus's image size decides
     "pairs": None,
     "text_encoder": None,  # a mapping of text_encoder keys, or a description of the paper's encoder
-    "projection_dim": None,  # a method key, set below when the method has it
+    "projection_dim": None,  # described unless the method has the key (then it is set)
     "temperature": None,
-    "text_sections": None,
+    "text_sections": "data.text_sections",
     "augmentation": None,  # described; the recipe's data.augment applies
     "warmup": "optim.warmup_fraction",
 }
@@ -93,10 +93,13 @@ def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str, joint: Protoco
             if isinstance(value, dict):
                 out.update({f"text_encoder.{k}": v for k, v in value.items()})
             continue
-        if name in ("projection_dim", "temperature", "text_sections"):
-            out[f"method.{name}" if name in keys else f"data.{name}" if name == "text_sections" else ""] = value
+        if name in keys:  # the method's own key (text_sections, projection_dim, embedding_dim, ...)
+            out[f"method.{name}"] = value
             continue
-        target = _SETTING_KEYS.get(name, "")
+        if name not in _SETTING_KEYS:
+            raise ConfigError(f"{paper.path}: method {spec.id!r} setting {name!r} maps to no config key "
+                              f"(known: {sorted(_SETTING_KEYS)}; method keys: {sorted(keys)})")
+        target = _SETTING_KEYS[name]
         if target is None:
             continue
         if name == "schedule":
@@ -104,14 +107,7 @@ def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str, joint: Protoco
                 raise ConfigError(f"{paper.path}: method {spec.id!r}: schedule {value!r} has no equivalent here "
                                   f"(supported: {sorted(_SCHEDULES)})")
             value = _SCHEDULES[value]
-        if not target:
-            if name in keys:
-                out[f"method.{name}"] = value
-                continue
-            raise ConfigError(f"{paper.path}: method {spec.id!r} setting {name!r} maps to no config key "
-                              f"(known: {sorted(k for k in _SETTING_KEYS)}; method keys: {sorted(keys)})")
         out[target] = value
-    out.pop("", None)
     if joint is not None:
         plan = joint.plan(mode)
         for key, value in (("label_task", joint.task), ("label_source", joint.train_labels),
