@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("chauhan_ranking", "convirt_sections", "timnet_matching")
+METHODS = ("chauhan_ranking", "convirt_sections", "timnet_matching", "radtex_captioning")
 VARIANTS = {
     # the demo's own ConVIRT run, with false negatives (same report text or same study) masked
     "convirt_fn": ["method.false_negatives=[report,study]", "method.false_negative_mode=mask"],

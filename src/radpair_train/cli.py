@@ -26,6 +26,7 @@ COMMANDS = [
     "transfer",
     "probe",
     "evaluate",
+    "generate",
     "replicate",
     "sections",
     "label",

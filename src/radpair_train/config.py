@@ -48,6 +48,11 @@ class DataConfig:
     subset_size: int | None = None  # train on this many rows only (few-label baselines)
     subset_seed: int = 0  # the evaluation's sampling seed, so probes and baselines share subsets
     subset_repeat: int = 0
+    pair_fraction: float | None = None
+    """Pretrain on this fraction of the patients (all of their pairs), a seeded draw
+    (``pair_fraction_seed``) in which a smaller fraction is a subset of a larger one: the
+    pretraining-set-size sweeps of RadTex's Fig. 3. ``None``: every pair."""
+    pair_fraction_seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prefetch: bool = True
     """Read the next batch from the memory map in a background thread while this step
@@ -57,6 +62,8 @@ class DataConfig:
         if self.batch_size < 2:
             raise ConfigError("data.batch_size must be at least 2")
         _choice("data.empty_text", self.empty_text, ("drop", "keep", "error"))
+        if self.pair_fraction is not None and not 0.0 < self.pair_fraction <= 1.0:
+            raise ConfigError(f"data.pair_fraction must lie in (0, 1], got {self.pair_fraction}")
 
 
 @dataclass

@@ -89,6 +89,17 @@ def _subset(dataset: PairDataset, size: int, seed: int, repeat: int) -> np.ndarr
     return draw_subset(raw, size, seed=seed, repeat=repeat).indices
 
 
+def patient_fraction(dataset: PairDataset, items: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The rows of a seeded ``fraction`` of the patients of ``items``. Patients are drawn as
+    a prefix of one seeded permutation of the sorted patient ids, so the 10 % set lies
+    inside the 25 % set, and so on: a size sweep changes only how much data there is."""
+    patients = dataset.rows["patient_id"].astype(str).to_numpy()[items]
+    unique = np.unique(patients)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    keep = set(unique[order[: max(1, int(np.ceil(fraction * len(unique))))]])
+    return items[np.fromiter((p in keep for p in patients), dtype=bool, count=len(patients))]
+
+
 def _sha(items: np.ndarray) -> str:
     import hashlib
 
@@ -131,7 +142,7 @@ class Trainer:
                 raise ConfigError("text_encoder.tokenizer is empty: train one with `radpair tokenizer`")
             tokenizer = load_tokenizer(tok_path)
         self.tokenizer = tokenizer
-        if not cfg.text_encoder.pretrained:  # a BERT built here has max_length positions
+        if self.needs.text_encoder and not cfg.text_encoder.pretrained:  # a BERT built here has max_length positions
             for f in self.needs.text_fields:
                 if f.max_length and f.max_length > cfg.text_encoder.max_length:
                     raise ConfigError(
@@ -163,6 +174,8 @@ class Trainer:
         self.items = np.arange(len(self.dataset))
         if cfg.data.subset_size:
             self.items = _subset(self.dataset, cfg.data.subset_size, cfg.data.subset_seed, cfg.data.subset_repeat)
+        if cfg.data.pair_fraction is not None:
+            self.items = patient_fraction(self.dataset, self.items, cfg.data.pair_fraction, cfg.data.pair_fraction_seed)
         self.stats = self.dataset.statistics(self.items)
         if self.needs.labels is not None and self.needs.labels.required and self.stats.n_labelled == 0:
             raise ConfigError(f"method {cfg.method.name!r} needs labels, but none of the {len(self.items)} training "
@@ -689,10 +702,11 @@ class Trainer:
 
     def export(self) -> Path:
         """Write every module the method exports (:meth:`Method.exports`) as
-        ``<name>.safetensors``; returns the image encoder's file."""
+        ``<name>.safetensors``; returns the image encoder's file (None for a method that
+        reads no image, such as TieNet's report-only framework)."""
         corpus = self.dataset.corpus
         meta = {"config": to_dict(self.cfg), "step": self.step, "image_size": list(corpus.image_size),
                 "input": input_record(corpus)}
         paths = {name: save_encoder_weights(module, self.out_dir / f"{name}.safetensors", meta)
                  for name, module in self.model.exports().items()}
-        return paths["image_encoder"]
+        return paths.get("image_encoder")

@@ -23,7 +23,7 @@ from radpair.methods.base import (
     resolve_method_config,
     text_keys,
 )
-from radpair.methods import chauhan, convirt, convirt_sections, supervised, timnet  # noqa: E402,F401  (registration)
+from radpair.methods import chauhan, convirt, convirt_sections, radtex, supervised, tienet, timnet  # noqa: E402,F401  (registration)
 
 __all__ = [
     "METHODS",

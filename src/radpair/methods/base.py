@@ -177,6 +177,10 @@ class MethodNeeds:
     extra_rows: ExtraRows | None = None
     phases: tuple[Phase, ...] = ()
     require_sections: tuple[str, ...] = ()
+    text_encoder: bool = True
+    """Whether the run's BERT text encoder reads the text fields (so a field may not be
+    longer than its positions); False for methods that only *write* text with a decoder of
+    their own (RadTex, TieNet)."""
 
     @property
     def needs_text(self) -> bool:

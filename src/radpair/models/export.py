@@ -16,7 +16,13 @@ def save_encoder_weights(module: nn.Module, path: str | Path, metadata: dict | N
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if v.data_ptr() in seen:  # a tied weight (a decoder's embedding and output layer): safetensors
+            v = v.clone()         # refuses shared storage, so the second name gets its own copy
+        seen.add(v.data_ptr())
+        state[k] = v
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     save_file(state, str(path), metadata=meta)
     return path

@@ -1,10 +1,13 @@
-"""`radpair evaluate retrieval|zeroshot|matching`: evaluate a joint image-text run without labels for training.
+"""`radpair evaluate retrieval|zeroshot|matching|generation`: evaluate a joint image-text run without labels for
+training, or score generated reports.
 
 A thin layer over :func:`radpair.evaluation.retrieval.evaluate_retrieval`,
-:func:`radpair.evaluation.zeroshot.evaluate_zeroshot` and
-:func:`radpair.evaluation.matching.evaluate_matching`. ``--checkpoint`` is a run folder
+:func:`radpair.evaluation.zeroshot.evaluate_zeroshot`,
+:func:`radpair.evaluation.matching.evaluate_matching` and
+:func:`radpair.evaluation.generation.evaluate_generation`. ``--checkpoint`` is a run folder
 (the ``train.out_dir`` of ``radpair pretrain``); results go to ``--out`` as JSON and a
-short Markdown table, and the table is printed.
+short Markdown table, and the table is printed. ``generation`` needs no run: it reads a
+CSV of generated reports and the references.
 """
 
 from __future__ import annotations
@@ -69,6 +72,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(m)
     m.add_argument("--split", default="test", help="split the pairs come from (default: test)")
     m.set_defaults(func=run_matching)
+    g = kinds.add_parser(
+        "generation", help="BLEU-1..4, ROUGE-L, CIDEr-D, METEOR and CheXpert clinical efficacy of generated reports",
+        description="Score generated reports (CSV: image_id, report|generated) against references joined by id, "
+        "with bootstrap CIs; --compare gives paired differences with another system. See docs/generation.md.",
+    )
+    g.add_argument("--pred", required=True, metavar="CSV", help="generated reports: image_id, report (or generated)")
+    g.add_argument("--ref", required=True, metavar="REF",
+                   help="references: a CSV with image_id, report, or a radpair corpus folder")
+    g.add_argument("--ref-sections", default=None, metavar="POLICY",
+                   help="section policy applied to the reference text (default: findings for a corpus, the text as "
+                   "given for a CSV)")
+    g.add_argument("--id-column", default="image_id", help="id column joining the two (default: image_id)")
+    g.add_argument("--out", default=None, help="output folder for generation_metrics.json, per_report.csv and the "
+                   "Markdown table (default: print only)")
+    g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (default: 1000; 0: no CIs)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws (default: 0)")
+    g.add_argument("--compare", default=None, metavar="OTHER_CSV",
+                   help="a second system's generated reports for the same ids: paired differences pred - other")
+    g.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java and ~10 s to start)")
+    g.add_argument("--meteor-timeout", type=float, default=600.0, metavar="S",
+                   help="give up on METEOR after S seconds (default: 600); the result says why")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.set_defaults(func=run_generation)
     p.set_defaults(func=lambda args: _no_kind(p))
 
 
@@ -157,3 +183,43 @@ def run_matching(args: argparse.Namespace) -> int:
     result = evaluate_matching(run, args.corpus, split=args.split, seed=args.seed, views=_views(args.views),
                                batch_size=args.batch_size, progress=not args.no_progress)
     return _finish(result, out)
+
+
+def _writable_dir(path: str):
+    import os
+    from pathlib import Path
+
+    from radpair.errors import ConfigError
+
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output folder {str(out)!r} is not writable: {exc.strerror or exc}") from None
+    return out
+
+
+def run_generation(args: argparse.Namespace) -> int:
+    from radpair.errors import ConfigError
+    from radpair.evaluation.generation import evaluate_generation
+
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    # checked before any work; not via radpair_train.loop, which would import torch for nothing
+    out = _writable_dir(args.out) if args.out else None
+    result = evaluate_generation(args.pred, args.ref, id_column=args.id_column, ref_sections=args.ref_sections,
+                                 n_bootstrap=args.bootstrap, seed=args.seed, compare=args.compare,
+                                 meteor=False if args.no_meteor else "auto", meteor_timeout=args.meteor_timeout,
+                                 progress=not args.no_progress)
+    import shlex
+    import sys
+
+    result.command = " ".join(shlex.quote(a) for a in ["radpair", *sys.argv[1:]])
+    print(result.to_markdown(), end="")
+    if out is not None:
+        paths = result.save(out)
+        print(f"results: {paths['json']}; per report: {paths['per_report']}; table: {paths['markdown']}")
+    return 0

@@ -1,0 +1,254 @@
+"""Report-generation metrics: n-gram scores, CheXpert clinical efficacy, paired comparisons,
+`evaluate_generation` joins and `radpair evaluate generation`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radpair.errors import DataError
+from radpair.evaluation import report_metrics as rm
+from radpair.evaluation.generation import evaluate_generation, iu_xray_sanity
+from radpair.evaluation.report_metrics import (
+    compare_generation,
+    corpus_metrics,
+    score_reports,
+    tokenize,
+)
+
+IU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iu_xray"
+
+GEN = ["Mild cardiomegaly. No pleural effusion.", "Possible left lower lobe atelectasis.",
+       "Heart size normal. Lungs clear."]
+REF = ["Cardiomegaly. Small left pleural effusion.", "Left lower lobe atelectasis.", "Possible pleural effusion."]
+
+
+@pytest.fixture(scope="module")
+def labeler():
+    from radpair.errors import ResourceMissing
+
+    try:
+        return rm.chexpert_labeler()
+    except ResourceMissing as exc:  # pragma: no cover - the shared phrase lists are absent
+        pytest.skip(f"CheXpert phrase lists not available: {exc}")
+
+
+def _labels(labeler, text):
+    return {k: v for k, v in labeler.label(text).values.items() if v is not None}
+
+
+# ---- tokenisation and n-gram metrics -------------------------------------------------------------
+def test_tokenize_is_r2gen_like():
+    assert tokenize("The heart, is NORMAL... Effusion 1.5 cm.") == ["the", "heart", "is", "normal", ".",
+                                                                    "effusion", "1.5", "cm", "."]
+    assert tokenize("") == [] and tokenize(None) == [] and tokenize(float("nan")) == []
+
+
+def test_identical_reports_score_one(labeler):
+    s = score_reports(REF, REF, ["a", "b", "c"], meteor=False, labeler=labeler)
+    for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL"):
+        assert s.metrics[k] == pytest.approx(1.0, abs=1e-6), k
+    assert s.metrics["cider"] == pytest.approx(10.0)  # CIDEr-D's maximum (x10)
+    for name in rm.ce_metric_names():
+        if name.endswith("_f1"):
+            assert s.metrics[name] == pytest.approx(1.0), name
+    assert s.meteor_reason == "METEOR not requested" and np.isnan(s.metrics["meteor"])
+
+
+def test_corpus_bleu_matches_pycocoevalcap_and_is_deterministic(labeler):
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    a = score_reports(GEN, REF, meteor=False, labeler=labeler)
+    b = score_reports(GEN, REF, meteor=False, labeler=labeler)
+    pd.testing.assert_frame_equal(a.per_report, b.per_report)
+    assert a.metrics == pytest.approx(b.metrics, nan_ok=True)
+    hyps = {i: [" ".join(tokenize(g))] for i, g in enumerate(GEN)}
+    refs = {i: [" ".join(tokenize(r))] for i, r in enumerate(REF)}
+    expected, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
+    recomputed = corpus_metrics(a.per_report)
+    for k in range(4):
+        assert a.metrics[f"bleu{k + 1}"] == pytest.approx(expected[k])
+        assert recomputed[f"bleu{k + 1}"][0] == pytest.approx(expected[k], rel=1e-12)
+
+
+def test_empty_generated_report_scores_zero_and_empty_reference_is_refused(labeler):
+    s = score_reports(["", REF[1]], [REF[0], REF[1]], ["x", "y"], meteor=False, labeler=labeler)
+    row = s.per_report.set_index("id").loc["x"]
+    assert row["bleu1"] == 0 and row["rougeL"] == 0 and row["cider"] == 0 and row["n_tokens_generated"] == 0
+    with pytest.raises(DataError, match="no words"):
+        score_reports(["a b"], ["  ..."], ["z"], meteor=False, labeler=labeler)
+
+
+# ---- clinical efficacy ---------------------------------------------------------------------------
+def test_ce_hand_computed(labeler):
+    # the labeler's own output on these texts (checked here, so the arithmetic below is grounded)
+    assert [_labels(labeler, t) for t in GEN] == [
+        {"Cardiomegaly": 1, "Pleural Effusion": 0}, {"Atelectasis": -1}, {"No Finding": 1, "Cardiomegaly": 0}]
+    assert [_labels(labeler, t) for t in REF] == [
+        {"Cardiomegaly": 1, "Pleural Effusion": 1}, {"Atelectasis": 1}, {"Pleural Effusion": -1}]
+    s = score_reports(GEN, REF, meteor=False, labeler=labeler)
+    m = s.metrics
+    # uncertain positive: Card TP1; PE FN2; Atel TP1 (-1 vs 1); No Finding FP1; 10 observations never positive
+    assert m["ce_upos_14_micro_precision"] == pytest.approx(2 / 3)
+    assert m["ce_upos_14_micro_recall"] == pytest.approx(0.5)
+    assert m["ce_upos_14_micro_f1"] == pytest.approx(4 / 7)
+    assert (m["ce_upos_14_macro_precision"], m["ce_upos_14_macro_recall"], m["ce_upos_14_macro_f1"]) == \
+        pytest.approx((0.5, 0.5, 0.5))
+    assert (m["ce_upos_5_micro_precision"], m["ce_upos_5_micro_recall"], m["ce_upos_5_micro_f1"]) == \
+        pytest.approx((1.0, 0.5, 2 / 3))
+    assert m["ce_upos_5_macro_f1"] == pytest.approx(2 / 3)
+    # uncertain negative: Card TP1; PE FN1; Atel FN1 (generated is only uncertain); No Finding FP1
+    assert (m["ce_uneg_14_micro_precision"], m["ce_uneg_14_micro_recall"], m["ce_uneg_14_micro_f1"]) == \
+        pytest.approx((0.5, 1 / 3, 0.4))
+    assert (m["ce_uneg_14_macro_precision"], m["ce_uneg_14_macro_recall"], m["ce_uneg_14_macro_f1"]) == \
+        pytest.approx((0.25, 0.25, 0.25))
+    assert (m["ce_uneg_5_micro_precision"], m["ce_uneg_5_micro_recall"], m["ce_uneg_5_micro_f1"]) == \
+        pytest.approx((1.0, 1 / 3, 0.5))
+    assert m["ce_uneg_5_macro_f1"] == pytest.approx(1 / 3)
+    # the macro rule: observations positive on neither side are excluded, and listed
+    sets = s.clinical_efficacy["policies"]["upos"]["sets"]
+    assert sets["14"]["macro"]["n_scored"] == 4 and len(sets["14"]["macro"]["excluded"]) == 10
+    assert sets["5"]["macro"]["excluded"] == ["Consolidation", "Edema"]
+    per_obs = s.clinical_efficacy["policies"]["uneg"]["per_observation"]
+    assert per_obs["Edema"]["f1"] is None and per_obs["Atelectasis"] == {
+        "tp": 0, "fp": 0, "fn": 1, "n_ref_positive": 1, "n_gen_positive": 0, "precision": 0.0, "recall": 0.0,
+        "f1": 0.0}
+    assert rm.COMMON5 == tuple(sorted(set(rm.COMMON5) & set(labeler.label_names)))
+
+
+def test_macro_undefined_when_no_observation_occurs():
+    p, r, f = rm._prf(np.zeros(3), np.zeros(3), np.zeros(3))
+    assert np.isnan(p).all() and np.isnan(r).all() and np.isnan(f).all()
+    assert np.isnan(rm._nanmean(f[None, :], 1)[0])
+
+
+# ---- METEOR -------------------------------------------------------------------------------------
+def test_meteor_without_java_gives_reason(monkeypatch, labeler):
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    s = score_reports(GEN, REF, meteor="auto", labeler=labeler)
+    assert s.meteor_reason == "no Java runtime on PATH"
+    assert np.isnan(s.metrics["meteor"]) and "meteor" not in s.per_report.columns
+    assert s.metrics["bleu1"] > 0  # the rest of the evaluation ran
+
+
+def test_meteor_hang_and_crash_are_reasons(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: "/usr/bin/java")
+    monkeypatch.setattr(rm, "_meteor_command", lambda: ["sleep", "30"])
+    score, per, reason = rm.meteor_scores(["a b"], ["a b"], timeout=0.5)
+    assert score is None and per is None and "timed out" in reason
+    monkeypatch.setattr(rm, "_meteor_command", lambda: ["true"])
+    score, per, reason = rm.meteor_scores(["a b"], ["a b"], timeout=10)
+    assert score is None and reason.startswith("METEOR failed")
+
+
+# ---- paired comparison ---------------------------------------------------------------------------
+def test_compare_with_itself_is_exactly_zero(labeler):
+    s = score_reports(GEN, REF, meteor=False, labeler=labeler)
+    diffs = compare_generation(s.per_report, s.per_report, n_bootstrap=200, seed=3)
+    assert {d.metric for d in diffs} >= {"bleu4", "rougeL", "cider", "ce_upos_14_micro_f1", "ce_uneg_5_macro_f1"}
+    for d in diffs:
+        assert d.diff == 0 and d.ci_low == 0 and d.ci_high == 0 and d.p_value == 1.0, d.metric
+
+
+def test_compare_paired_bootstrap_is_seeded_and_grouped(labeler):
+    a = score_reports(GEN, REF, meteor=False, labeler=labeler)
+    b = score_reports(REF, REF, meteor=False, labeler=labeler)
+    d1 = compare_generation(a.per_report, b.per_report, ["bleu4", "ce_upos_14_micro_f1"], n_bootstrap=300, seed=7,
+                            groups=["p1", "p1", "p2"])
+    d2 = compare_generation(a.per_report, b.per_report, ["bleu4", "ce_upos_14_micro_f1"], n_bootstrap=300, seed=7,
+                            groups=["p1", "p1", "p2"])
+    assert [x.to_dict() for x in d1] == [x.to_dict() for x in d2]
+    assert d1[0].unit == "patient" and d1[0].diff < 0 and d1[0].ci_high <= 0
+    with pytest.raises(DataError, match="same references"):
+        compare_generation(a.per_report, b.per_report.iloc[:2])
+
+
+# ---- evaluate_generation -------------------------------------------------------------------------
+def _csv(path: Path, ids, texts, col="report") -> Path:
+    pd.DataFrame({"image_id": ids, col: texts}).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_generation_aligns_rows_by_id_and_writes(tmp_path, labeler):
+    pred = _csv(tmp_path / "pred.csv", ["c", "a", "b"], [GEN[2], GEN[0], ""], col="generated")
+    ref = _csv(tmp_path / "ref.csv", ["a", "b", "c", "d"], [REF[0], REF[1], REF[2], "Extra."])
+    res = evaluate_generation(pred, ref, out_dir=tmp_path / "out", n_bootstrap=50, meteor=False, labeler=labeler)
+    per = res.per_report
+    assert per["id"].tolist() == ["c", "a", "b"]
+    assert per["reference"].tolist() == [REF[2], REF[0], REF[1]] and per["generated"].tolist() == [GEN[2], GEN[0], ""]
+    assert res.n_empty_generated == 1 and res.unscored_references == ["d"]
+    assert per.set_index("id").loc["a", "gen_Cardiomegaly"] == 1
+    data = json.loads((tmp_path / "out" / "generation_metrics.json").read_text())
+    assert data["meteor"]["score"] is None and data["meteor"]["reason"] == "METEOR not requested"
+    assert data["unscored_references"]["count"] == 1 and data["bootstrap"]["n_bootstrap"] == 50
+    saved = pd.read_csv(tmp_path / "out" / "per_report.csv", dtype={"id": str})
+    assert saved["id"].tolist() == ["c", "a", "b"]
+    assert "BLEU-4" in (tmp_path / "out" / "generation_metrics.md").read_text()
+
+
+def test_missing_references_are_an_error_naming_file_and_ids(tmp_path):
+    pred = _csv(tmp_path / "pred.csv", ["a", "zz1", "zz2"], ["x", "y", "z"])
+    ref = _csv(tmp_path / "ref.csv", ["a"], ["Lungs clear."])
+    with pytest.raises(DataError, match=r"ref\.csv.*2 of 3.*zz1"):
+        evaluate_generation(pred, ref, n_bootstrap=0, meteor=False)
+    dup = _csv(tmp_path / "dup.csv", ["a", "a"], ["x", "y"])
+    with pytest.raises(DataError, match="more than once"):
+        evaluate_generation(dup, ref, n_bootstrap=0, meteor=False)
+
+
+def test_corpus_reference_uses_section_policy_and_patients(tmp_path, labeler):
+    from radpair.data.corpus import CorpusWriter
+
+    reports = ["FINDINGS: Mild cardiomegaly. IMPRESSION: Heart enlarged.",
+               "FINDINGS: Lungs are clear. IMPRESSION: Normal.", "IMPRESSION: No acute disease."]
+    w = CorpusWriter(tmp_path / "corpus", 3, 4, 4)
+    index = pd.DataFrame({"image_index": [0, 1, 2], "image_id": ["i0", "i1", "i2"], "patient_id": ["p0", "p0", "p1"],
+                          "study_id": ["s0", "s1", "s2"], "view": "PA", "split": "test", "report": reports})
+    w.finalize(index, {"source": "test"})
+    pred = _csv(tmp_path / "pred.csv", ["i0", "i1", "i2"], ["Mild cardiomegaly.", "Lungs are clear.", "x"])
+    res = evaluate_generation(pred, tmp_path / "corpus", n_bootstrap=20, meteor=False, labeler=labeler)
+    assert res.ref_sections == "findings" and res.resampling_unit == "patient"
+    assert res.per_report["reference"].tolist() == ["Mild cardiomegaly.", "Lungs are clear."]
+    assert res.excluded_empty_references == ["i2"] and res.metrics["bleu1"] == pytest.approx(1.0)
+    with pytest.raises(DataError, match="empty under section policy"):
+        evaluate_generation(pred, tmp_path / "corpus", n_bootstrap=0, meteor=False, empty_references="error")
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    from radpair_train.cli import main
+
+    pred = _csv(tmp_path / "pred.csv", ["a", "b", "c"], GEN)
+    other = _csv(tmp_path / "other.csv", ["a", "b", "c"], REF)
+    ref = _csv(tmp_path / "ref.csv", ["a", "b", "c"], REF)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "generation", "--pred", str(pred), "--ref", str(ref), "--compare", str(other),
+                 "--out", str(out), "--bootstrap", "100", "--seed", "1", "--no-meteor", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "| BLEU-4 |" in text and "Paired differences" in text and "not computed: METEOR not requested" in text
+    data = json.loads((out / "generation_metrics.json").read_text())
+    diffs = {d["metric"]: d for d in data["compare"]["differences"]}
+    assert diffs["bleu1"]["diff"] < 0 and diffs["bleu1"]["b"] == pytest.approx(1.0)
+    assert data["command"].startswith("radpair")
+    bad = _csv(tmp_path / "bad.csv", ["a", "q"], ["x", "y"])
+    assert main(["evaluate", "generation", "--pred", str(bad), "--ref", str(ref), "--no-meteor",
+                 "--no-progress"]) == 2
+    assert "ref.csv" in capsys.readouterr().err
+
+
+# ---- real reports --------------------------------------------------------------------------------
+def test_iu_xray_impression_vs_findings(tmp_path, monkeypatch):
+    if not (IU_DIR / "indiana_reports.csv").is_file() or not (IU_DIR / "r2gen_split.csv").is_file():
+        pytest.skip(f"IU X-ray reports not found under {IU_DIR}")
+    monkeypatch.chdir(tmp_path)  # anything written by mistake lands in tmp, never in the repo
+    res = iu_xray_sanity(IU_DIR, split="test", n_bootstrap=20, meteor=False)
+    assert 300 < res.n_reports <= 590
+    m = res.metrics
+    assert 0 < m["bleu4"] < 0.5 and 0 < m["bleu1"] < 1 and 0 < m["rougeL"] < 1 and m["cider"] >= 0
+    for name in rm.ce_metric_names():
+        assert np.isnan(m[name]) or 0 <= m[name] <= 1, name
+    assert list(tmp_path.iterdir()) == []
