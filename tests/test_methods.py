@@ -89,14 +89,14 @@ def test_an_override_naming_another_method_replaces_the_files_method_section(tmp
     assert cfg.method.name == "timnet_matching" and cfg.method.embedding_dim == 64
 
 
-@pytest.mark.parametrize("preset", ["chauhan2020", "convirt_sections", "timnet"])
+@pytest.mark.parametrize("preset", ["chauhan2020", "convirt_sections", "timnet", "radtex", "tienet"])
 def test_paper_recipes_run_their_own_method(preset):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(PretrainConfig, root / "configs" / "recipes" / f"{preset}.yaml")
     assert cfg.method.name == {"chauhan2020": "chauhan_ranking", "convirt_sections": "convirt_sections",
-                               "timnet": "timnet_matching"}[preset]
+                               "timnet": "timnet_matching", "radtex": "radtex_captioning", "tienet": "tienet"}[preset]
     cpu = load_config(PretrainConfig, root / "configs" / f"{cfg.method.name}_cpu.yaml")
     assert cpu.method.name == cfg.method.name
 

@@ -213,3 +213,20 @@ def test_pair_fractions_are_nested_patient_draws():
     assert not np.array_equal(small, patient_fraction(Rows, items, 0.1, seed=5))
     with pytest.raises(ConfigError, match="pair_fraction"):
         load_config(PretrainConfig, None, ["data.pair_fraction=1.5"])
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_cached_decoding_step_equals_the_full_recompute(norm_first):
+    """Generation feeds one token at a time through a per-layer cache; it must give the
+    logits the full causal pass gives at every position."""
+    torch.manual_seed(0)
+    head = TransformerTextualHead(50, hidden=16, layers=2, heads=2, feedforward=32, dropout=0.1, max_positions=12,
+                                  pad_id=0, norm_first=norm_first).eval()
+    memory = torch.randn(3, 4, 16)
+    ids = torch.randint(4, 50, (3, 9))
+    with torch.no_grad():
+        full = head.logits(memory, ids, None, "forward")
+        cache = head.empty_cache(3, memory.device)
+        for t in range(ids.shape[1]):
+            step, cache = head.step_logits(memory, ids[:, t], cache)
+            assert torch.allclose(step, full[:, t], atol=1e-5), t

@@ -129,3 +129,78 @@ def test_timnet_quick_run_fills_table_i_and_the_fraction_tables(tmp_path, monkey
     assert set(measured["table_s3"]["auc.base"]) == {"f5", "f100"}  # the shifted corpus
     text = report.read_text()
     assert "Labels needed" in text and "linear head here" in text
+
+
+def test_tienet_chooses_alpha_on_validate_and_never_on_test(tmp_path, monkeypatch):
+    """Every candidate of the grid is trained and scored on validate; the best is kept and
+    all scores are recorded (the runs themselves are faked: this checks the bookkeeping)."""
+    from radpair.replicate import runner
+
+    paper = load_paper("tienet")
+    spec = paper.method("tienet")
+    assert runner.method_candidates(paper, spec, "cpu") == [{"alpha": 0.5}, {"alpha": 0.9}]
+    assert runner.method_candidates(paper, spec, "quick") == [{"alpha": 0.5}]
+    assert runner.method_candidates(paper, paper.method("tienet-r"), "cpu") == []
+    over = dict(o.split("=", 1) for o in pretrain_overrides(paper, spec, "cpu", runner.joint_protocol(paper, "tienet"),
+                                                            {"alpha": 0.9}))
+    assert over["method.alpha"] == "0.9" and over["method.variant"] == "tienet"
+    assert over["method.label_task"] == "findings7" and over["method.grid_channels"] == "128"
+    ir = dict(o.split("=", 1) for o in pretrain_overrides(paper, paper.method("tienet-ir"), "cpu"))
+    assert ir["method.alpha"] == "1.0"  # auto-annotation: the classification loss only
+
+    def fake_pretrain(paper, spec, mode, corpus, tokenizer, run_dir, progress, device, log, choice=None):
+        run_dir.mkdir(parents=True)
+        return run_dir
+
+    seen = []
+
+    def fake_score(paper, spec, run_dir, corpora, device, log):
+        seen.append(run_dir.name)
+        return "macro_auc", {"alpha=0.5": 0.61, "alpha=0.9": 0.66}[run_dir.name]
+
+    monkeypatch.setattr(runner, "_pretrain", fake_pretrain)
+    monkeypatch.setattr(runner, "_validate_score", fake_score)
+    run_dir, record = runner._pretrain_method(paper, spec, "cpu", {"main": None}, tmp_path / "tok", tmp_path, False,
+                                              "cpu", lambda m: None)
+    assert run_dir == tmp_path / "pretrain" / "tienet" / "alpha=0.9" and seen == ["alpha=0.5", "alpha=0.9"]
+    assert record["chosen"] == {"alpha": 0.9} and record["split"] == "validate"
+    assert [r["validate"] for r in record["candidates"]] == [0.61, 0.66]
+    assert json.loads((tmp_path / "pretrain" / "tienet" / "selection.json").read_text()) == record
+
+
+def test_tienet_quick_run_fills_tables_1_and_2(tmp_path, monkeypatch):
+    """Every stage of Tables 1 and 2 on a 240-image corpus, 3 steps per model and 24-token
+    reports; METEOR (a Java process, ~25 s a call) is switched off, so its cells are missing
+    with the reason written under Table 2."""
+    import radpair.evaluation.generation as generation
+
+    _shrink(monkeypatch, 3)
+    real_settings, real_scoring = MethodSpec.settings, generation.evaluate_generation
+    monkeypatch.setattr(MethodSpec, "settings", lambda self, mode: {**real_settings(self, mode), "max_length": 24})
+    monkeypatch.setattr(generation, "evaluate_generation", lambda *a, **k: real_scoring(*a, **{**k, "meteor": False}))
+    paper = load_paper("tienet")
+    report = run_paper(paper, "quick", None, tmp_path / "tn", progress=False, log=lambda m: None)
+    results = json.loads((tmp_path / "tn" / "results.json").read_text())
+    table1, table2 = results["measured"]["table1"], results["measured"]["table2"]
+    findings = {"atelectasis", "cardiomegaly", "effusion", "nodule", "pneumothorax", "consolidation", "edema"}
+    assert set(table1) == findings | {"avg", "wavg"}
+    every = {f"{s}.{a}" for s in ("cx14", "hand", "openi") for a in ("r", "ir", "i", "igr", "n")}
+    for row_id, row in table1.items():  # every arm on every test set: R, I+R, I [35], I+GR and the positives
+        # (a finding without test positives has no AUC on that set, only its count of 0)
+        empty = {c.split(".")[0] for c, v in row.items() if c.endswith(".n") and v[0] == 0}
+        assert set(row) == {c for c in every if c.endswith(".n") or c.split(".")[0] not in empty}, row_id
+    assert set(table1["avg"]) == every and table1["avg"]["cx14.igr"][1] is not None  # macro AUC with its CI
+    assert table1["avg"]["hand.n"][0] == sum(table1[f]["hand.n"][0] for f in findings)
+    assert set(table2) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "ce_f1"}  # METEOR off: not measured
+    assert all(set(cells) == {"captioning", "tienet"} for cells in table2.values())
+    selection = results["selection"]["tienet"]
+    assert selection["chosen"] == {"alpha": 0.5} and selection["candidates"][0]["validate"] is not None
+    assert results["evaluations"]["generation"]["differences"]["tienet - captioning"]
+    verdicts = {c["id"]: c["verdict"] for c in results["claims"]}
+    assert set(verdicts) == {"igr-beats-image-only", "image-plus-report-best-annotation",
+                             "generation-beats-captioning", "generation-states-findings-better"}
+    assert all(v.startswith(("holds here", "does not hold here")) for v in verdicts.values())
+    text = report.read_text()
+    assert "Settings chosen on the validate split" in text and "| alpha=0.5 |" in text
+    assert "Paired difference of generated reports: tienet - captioning" in text
+    assert "METEOR of `tienet` not computed" in text

@@ -31,6 +31,8 @@ COMMANDS = [
     "sections",
     "label",
     "preprocess",
+    "export",
+    "predict",
 ]
 
 

@@ -11,9 +11,13 @@ protocol (:mod:`radpair.transfer`) with four arms on identical subsets:
   baseline: the same grid size and early stopping on validation as every other arm).
 
 Training labels are read from the report text by radpair's labelers; test labels are the
-generator's drawn truth. Every stage's output is keyed on a hash of the settings that
-made it (``stages.json``): a rerun reuses a finished stage, and redoes a stage (and
-everything after it) whose settings changed, saying which keys changed.
+generator's drawn truth. Methods that learn to write the report (``--methods
+radtex_captioning,tienet``) also write it for the first test images, scored against the
+originals (``generation/<method>/``), and the page shows a sample beside the originals.
+
+Every stage's output is keyed on a hash of the settings that made it (``stages.json``): a
+rerun reuses a finished stage, and redoes a stage (and everything after it) whose settings
+changed, saying which keys changed.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from radpair.config import save_config, to_dict
 from radpair.data.corpus import Corpus, atomic_write_text
 from radpair.errors import ConfigError
+from radpair.generation.decoding import DecodingConfig
 from radpair.methods.convirt import ConVIRTConfig
 from radpair.models import ImageEncoderConfig, TextEncoderConfig
 from radpair.transfer import TransferConfig
@@ -74,6 +80,46 @@ def _default_transfer() -> TransferConfig:
     return cfg
 
 
+# The method sections of configs/radtex_captioning_cpu.yaml and configs/tienet_cpu.yaml (a test
+# keeps them equal). Both methods default to the papers' decoders (VirTex's 2048-wide head,
+# TieNet's 1024-channel grid and 2000-unit AETE), hours per epoch on a CPU; these sizes keep
+# them in the minutes the other demo methods take.
+DEMO_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "radtex_captioning": {"text_sections": "findings", "max_length": 80, "hidden_size": 128, "num_layers": 1,
+                          "num_heads": 4, "feedforward_size": 512, "dropout": 0.1, "direction": "bidirectional"},
+    "tienet": {"variant": "tienet", "grid_size": None, "grid_channels": 128, "word_dim": 64, "lstm_size": 128,
+               "spatial_attention_dim": 64, "dropout": 0.5, "aete_rows": 5, "aete_hidden": 256,
+               "penalty_weight": 1.0, "alpha": 0.5, "balance": "class_counts", "beta_form": "tienet",
+               "class_weights": True, "label_task": "findings7", "label_source": "report",
+               "text_sections": "findings+impression", "text_max_length": 96},
+}
+
+
+@dataclass
+class DemoGenerationConfig:
+    """Reports written by every compared method that can write them (RadTex, TieNet).
+
+    The page shows ``sample`` of them beside the originals; ``n_scored`` (the first test
+    images in corpus order, the sample among them) are scored against the originals, so a
+    reader sees both what the reports look like and how far one sample is from typical."""
+
+    sample: int = 8
+    n_scored: int | None = 200
+    """``None``: every test image."""
+    decoding: DecodingConfig = field(default_factory=lambda: DecodingConfig(strategy="beam", beam_width=2))
+    n_bootstrap: int = 200
+    meteor: bool = True
+    """METEOR needs Java; without it the metrics say why it is missing."""
+    batch_size: int = 32
+
+    def validate(self) -> None:
+        if self.sample < 1 or (self.n_scored is not None and self.n_scored < 1):
+            raise ConfigError("generation.sample and generation.n_scored must be >= 1 (n_scored: or null for all)")
+        if self.n_bootstrap < 0 or self.batch_size < 1:
+            raise ConfigError("generation.n_bootstrap must be >= 0 and generation.batch_size >= 1")
+        self.decoding.validate()
+
+
 @dataclass
 class DemoConfig:
     """Everything the demo does, in one typed tree (override with key=value)."""
@@ -95,9 +141,12 @@ class DemoConfig:
     Every other method trains on the same corpus, tokenizer, encoders, optimiser, batch and
     epochs as ConVIRT (its ``epochs`` going where the method's ``schedule_keys`` say), and
     joins the transfer study as ``<method>:linear``."""
-    method_options: dict[str, dict] = field(default_factory=dict)
+    method_options: dict[str, dict] = field(
+        default_factory=lambda: {k: dict(v) for k, v in DEMO_METHOD_OPTIONS.items()})
     """Per-method config keys on top of the method's defaults, e.g.
-    ``{chauhan_ranking: {impostors: batch}}``."""
+    ``{chauhan_ranking: {impostors: batch}}``. RadTex and TieNet start from their CPU presets'
+    sizes (``DEMO_METHOD_OPTIONS``)."""
+    generation: DemoGenerationConfig = field(default_factory=DemoGenerationConfig)
 
     def validate(self) -> None:
         from radpair.methods import method_class
@@ -123,6 +172,8 @@ def quick_config() -> DemoConfig:
     t.frozen_head.lr, t.frozen_head.weight_decay, t.frozen_head.max_epochs = [1e-3, 1e-2], [1e-4], 60
     t.finetune.lr, t.finetune.weight_decay = [1e-3, 3e-3], [1e-4]
     t.finetune.max_steps, t.finetune.min_steps, t.finetune.eval_every, t.finetune.patience = 40, 10, 10, 3
+    # METEOR's Java start-up is ~17 s per method, longer than the quick run's pretraining
+    cfg.generation = replace(cfg.generation, meteor=False, n_bootstrap=100)
     return cfg
 
 
@@ -295,6 +346,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
         cache.done("pretrain", pre_key, pre_settings)
 
     tcfg.encoders = [f"convirt={encoder_file}", "random"] if needs_convirt else ["random"]
+    pretrained: list[tuple[str, PretrainConfig, str]] = [("convirt", pre_cfg, pre_key)] if needs_convirt else []
     for name in cfg.methods:
         if name == "convirt":
             continue
@@ -305,9 +357,16 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
         if not cache.fresh(f"pretrain_{name}", m_key, m_settings, [out / f"pretrain_{name}", m_file]):
             stages.run(f"{name} pretraining", lambda c=m_cfg: Trainer(c, tokenizer=tokenizer).fit(resume=True))
             cache.done(f"pretrain_{name}", m_key, m_settings)
+        pretrained.append((name, m_cfg, m_key))
         tcfg.encoders.append(f"{name}={m_file}")
         if tcfg.arms and f"{name}:linear" not in tcfg.arms:
             tcfg.arms = [*tcfg.arms, f"{name}:linear"]
+
+    generation: dict[str, dict[str, Any]] = {}
+    for name, m_cfg, m_key in pretrained:
+        if _writes_reports(m_cfg, tokenizer):
+            generation[name] = _generation_stage(out, name, m_cfg, m_key, cfg.generation, corpus, cache, stages,
+                                                 progress)
     tcfg.arch = pre_cfg.image_encoder.name
     tcfg.seed = cfg.seed
     t_settings = to_dict(tcfg)
@@ -322,10 +381,13 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else "radpair demo"
     notes = _notes(result, headline)
     extra = _extra_figures(out, corpus, cfg.seed, with_pretraining=needs_convirt)
-    if len(cfg.methods) > 1:
-        extra = _method_compute(out, cfg.methods, stages.times) + "\n" + extra
+    from radpair.evaluation.transfer_page import RawMarkdown
+
+    blocks = [RawMarkdown(_method_compute(out, cfg.methods, stages.times))] if len(cfg.methods) > 1 else []
+    blocks += generated_reports_blocks(generation)
+    blocks.append(RawMarkdown(extra))
     pages = write_transfer_report(out, result, title="radpair demo: report-supervised pretraining on the synthetic corpus",
-                                  notes=notes, extra_markdown=extra, run_dir=out / "transfer",
+                                  notes=notes, extra_blocks=blocks, run_dir=out / "transfer",
                                   highlight=[(a, b) for a, b in HEADLINE_PAIRS if {a, b} <= set(result.arm_keys)])
     results = {
         "command": command,
@@ -336,6 +398,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
         "label_notes": result.task.get("label_notes", []),
         "headline": headline,
         "transfer_results": str(out / "transfer" / "results.json"),
+        "generation": generation,
         "stage_seconds": stages.times,
         "stage_keys": {k: v.get("key") for k, v in cache.data.items()},
         "total_seconds": round(time.perf_counter() - t_start, 1),
@@ -345,6 +408,157 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     for line in notes:
         log(f"[radpair demo] {line}")
     return results
+
+
+# ---- generated reports ---------------------------------------------------------------------------
+GENERATION_DIR = "generation"
+SAMPLE_FILE, REPORTS_FILE, SUMMARY_FILE = "sample.csv", "reports.csv", "summary.json"
+# the page's line: n-gram overlap, and whether the findings stated are the right ones
+PAGE_METRICS = (("bleu4", "BLEU-4"), ("rougeL", "ROUGE-L"), ("ce_upos_5_macro_f1", "CE macro-F1 (common 5)"))
+
+
+def _writes_reports(cfg: PretrainConfig, tokenizer) -> bool:
+    """Whether the method of ``cfg`` has a decoder, asked of a built model (the capability,
+    not the method's name); building draws nothing from the caller's RNG."""
+    from radpair.generation.runs import can_generate
+    from radpair.methods import BuildContext, build_method
+
+    with torch.random.fork_rng(devices=[]):
+        model = build_method(cfg.method, BuildContext(cfg.image_encoder, cfg.text_encoder, tokenizer, cfg.data))
+    return can_generate(model)
+
+
+def _written_sections(cfg: PretrainConfig) -> str:
+    """The section policy of the text the method learnt to write: what its reports are
+    scored against (FINDINGS for RadTex, FINDINGS+IMPRESSION for TieNet)."""
+    from radpair.methods import method_class
+
+    fields = method_class(cfg.method.name).needs(cfg.method).text_fields
+    sections = fields[0].sections if fields else None
+    return sections or cfg.data.text_sections
+
+
+def ce_label_text(row: Any) -> str:
+    """CheXpert labels of one report as the page shows them: ``+`` positive, ``?`` uncertain;
+    negatives and unmentioned observations are left out."""
+    parts = []
+    for obs, value in row.items():
+        if pd.isna(value):
+            continue
+        if int(value) == 1:
+            parts.append(f"+{obs}")
+        elif int(value) == -1:
+            parts.append(f"?{obs}")
+    return ", ".join(parts) or "none"
+
+
+def _generation_stage(out: Path, name: str, m_cfg: PretrainConfig, upstream: str, gcfg: DemoGenerationConfig,
+                      corpus: Corpus, cache: StageCache, stages: _Stages, progress: bool) -> dict[str, Any]:
+    """Reports for the first test images with the finished run, scored against the section
+    the method writes; a rerun reads the stored summary instead of decoding again."""
+    folder = out / GENERATION_DIR / name
+    sections = _written_sections(m_cfg)
+    settings = {"sample": gcfg.sample, "n_scored": gcfg.n_scored, "decoding": to_dict(gcfg.decoding),
+                "n_bootstrap": gcfg.n_bootstrap, "meteor": gcfg.meteor, "ref_sections": sections}
+    key = cache.key(settings, upstream)
+    stage = f"generation_{name}"
+    if cache.fresh(stage, key, settings, [folder / SUMMARY_FILE]):
+        return json.loads((folder / SUMMARY_FILE).read_text())
+    summary = stages.run(f"{name} report generation", lambda: _generate_and_score(
+        folder, name, Path(m_cfg.train.out_dir), sections, gcfg, corpus, m_cfg.train.device, progress))
+    cache.done(stage, key, settings)
+    return summary
+
+
+def _generate_and_score(folder: Path, name: str, run_dir: Path, sections: str, gcfg: DemoGenerationConfig,
+                        corpus: Corpus, device: str, progress: bool) -> dict[str, Any]:
+    from radpair.evaluation.generation import evaluate_generation
+    from radpair.evaluation.report_metrics import chexpert_labeler
+    from radpair.generation.generate import generate_reports, write_generated
+    from radpair.reports import select_sections
+    from radpair_train.runtime import resolve_device
+
+    folder.mkdir(parents=True, exist_ok=True)
+    limit = None if gcfg.n_scored is None else max(gcfg.n_scored, gcfg.sample)
+    t0 = time.perf_counter()
+    gen = generate_reports(run_dir, corpus, split="test", limit=limit, decoding=gcfg.decoding,
+                           batch_size=gcfg.batch_size, device=str(resolve_device(device)), progress=progress)
+    write_generated(gen, folder / REPORTS_FILE)
+    seconds_generate = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    scored = evaluate_generation(gen.frame, corpus.root, ref_sections=sections, out_dir=folder,
+                                 n_bootstrap=gcfg.n_bootstrap, meteor="auto" if gcfg.meteor else False)
+    seconds_score = time.perf_counter() - t1
+
+    sample = gen.frame.iloc[: gcfg.sample]
+    reports = corpus.index.set_index(corpus.index["image_id"].astype(str))["report"]
+    # one line each for the page's table: section breaks and line wraps are not what is compared
+    originals = [" ".join(select_sections(str(reports.loc[i]), sections).split()) for i in sample["image_id"]]
+    generated = [" ".join(t.split()) for t in sample["report"].astype(str)]
+    labeler = chexpert_labeler()
+    ref_labels, gen_labels = labeler.label_many(originals), labeler.label_many(generated)
+    rows = [{"image_id": i, "original": o, "generated": g, "original_labels": ce_label_text(ref_labels.iloc[k]),
+             "generated_labels": ce_label_text(gen_labels.iloc[k])}
+            for k, (i, o, g) in enumerate(zip(sample["image_id"], originals, generated))]
+    from radpair.data.corpus import atomic_write_csv
+
+    atomic_write_csv(pd.DataFrame(rows), folder / SAMPLE_FILE)
+    result = scored.to_dict()
+    summary = {
+        "method": name, "run": str(run_dir), "folder": str(folder), "ref_sections": sections,
+        "decoding": gen.decoding, "n_generated": len(gen.frame), "n_scored": scored.n_reports,
+        "n_empty_generated": scored.n_empty_generated,
+        "unfinished": int((~gen.frame["finished"].astype(bool)).sum()),
+        "metrics": result["metrics"], "intervals": result["intervals"], "meteor_reason": scored.meteor_reason,
+        "clinical_efficacy_reason": scored.ce_reason,
+        "seconds": {"generate": round(seconds_generate, 1), "score": round(seconds_score, 1)},
+        "reports_per_second": round(gen.reports_per_second, 2), "sample": rows,
+    }
+    atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def generated_reports_blocks(generation: dict[str, dict[str, Any]]) -> list:
+    """The page's "Generated reports" section: per method, a line of corpus metrics and the
+    sample beside the originals, CheXpert labels of both (typed blocks, so the texts are
+    escaped in the HTML and cannot break the Markdown table)."""
+    from radpair.evaluation.transfer_page import Heading, Paragraph, Table
+
+    if not generation:
+        return []
+    blocks: list = [Heading("Generated reports"), Paragraph(
+        "Methods that learn to write the report (their decoder is kept) wrote one for each of the first test "
+        "images in corpus order. CheXpert labels from radpair's labeler: `+` positive, `?` uncertain "
+        "(negatives and unmentioned observations left out). The decoders are trained at the demo's compute to "
+        "pretrain an image encoder, not tuned to write well.")]
+    for name, g in generation.items():
+        m = g.get("metrics", {})
+        shown = ", ".join(f"{label} {_fmt3(m.get(k))}" for k, label in PAGE_METRICS)
+        strategy = g.get("decoding", {}).get("strategy", "?")
+        if strategy == "beam":
+            strategy = f"beam search, width {g['decoding'].get('beam_width')}"
+        folder = Path(g.get("folder", "")).name
+        blocks.append(Heading(name, 3))
+        sec = g["ref_sections"].upper()
+        left_out = g["n_generated"] - g["n_scored"]
+        n_text = (f"the first {g['n_generated']} test images" if not left_out else
+                  f"the first {g['n_generated']} test images less {left_out} whose report has no {sec}")
+        blocks.append(Paragraph(
+            f"Scored against the original {sec} of {n_text} (n = {g['n_scored']}; {strategy}): {shown} "
+            f"(uncertain counted as positive). Every metric: "
+            f"`{GENERATION_DIR}/{folder}/generation_metrics.md`."
+            + (f" {g['n_empty_generated']} generated reports are empty." if g.get("n_empty_generated") else "")
+            + (f" {g['unfinished']} of {g['n_generated']} reports hit the length limit before their end token."
+               if g.get("unfinished") else "")))
+        blocks.append(Table(["image", f"original ({sec})", "CE labels", "generated", "CE labels"],
+                            [[r["image_id"], r["original"] or "(empty)", r["original_labels"],
+                              r["generated"] or "(empty)", r["generated_labels"]] for r in g.get("sample", [])],
+                            escape_html=True))
+    return blocks
+
+
+def _fmt3(x: Any) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{float(x):.3f}"
 
 
 def _method_compute(out: Path, methods: list[str], times: dict[str, float]) -> str:

@@ -13,6 +13,8 @@ evaluation read one format and never decode JPEG/DICOM files in the training loo
       skipped.csv        `radpair preprocess` only: source files that could not be decoded,
       sources.csv        with the reason; image_index -> source file; patient -> split
       split_manifest.csv (see radpair.data.cache and docs/data.md)
+      masks.npy          synthetic corpora only: where each finding was drawn, bit-packed
+      masks.json         (N, F, H, W); see radpair.data.synth.masks and docs/explanations.md
 
 ``meta.json`` is written last, so a folder without it is an unfinished write.
 """
@@ -176,7 +178,7 @@ class Corpus:
     def __getstate__(self) -> dict:
         # a copy or an unpickled corpus opens its own descriptor: sharing one would let the
         # first copy to be collected close it under the others
-        return {k: v for k, v in self.__dict__.items() if k not in ("_fd", "_fd_pid")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fd", "_fd_pid", "_masks")}
 
     def __del__(self) -> None:
         if getattr(self, "_fd_pid", None) == os.getpid():
@@ -184,6 +186,22 @@ class Corpus:
                 os.close(self._fd)
             except OSError:
                 pass
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the generator left ground-truth regions (complete ones) beside the images."""
+        from radpair.data.synth.masks import CorpusMasks
+
+        return CorpusMasks.exists(self.root)
+
+    def masks(self, rows: Any, finding: str) -> np.ndarray:
+        """(len(rows), H, W) bool regions of ``finding`` for image rows ``rows``; a DataError
+        naming the folder when the corpus has none (only synthetic corpora do)."""
+        if getattr(self, "_masks", None) is None:
+            from radpair.data.synth.masks import CorpusMasks
+
+            self._masks = CorpusMasks.open(self.root, self.images.shape)
+        return self._masks.get(rows, finding)
 
     def split_index(self, split: str | None) -> pd.DataFrame:
         if split in (None, "all"):

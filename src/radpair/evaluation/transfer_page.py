@@ -81,6 +81,10 @@ class Image:
 class Table:
     header: list[str]
     rows: list[list[str]]
+    escape_html: bool = False
+    """Also escape ``<``, ``>`` and ``&`` in the Markdown cells: for free text (a generated
+    report) that a Markdown renderer would otherwise read as HTML. The HTML page escapes
+    every cell anyway."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ def render_markdown(blocks: Sequence[Block]) -> str:
         elif isinstance(b, Table):
             lines = ["| " + " | ".join(_md_cell(h) for h in b.header) + " |",
                      "|" + "|".join("---" for _ in b.header) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            cell = (lambda c: _md_cell(html.escape(str(c), quote=False))) if b.escape_html else _md_cell
+            lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows]
             out.append("\n".join(lines))
         elif isinstance(b, Code):
             fence = "````" if "```" in b.text else "```"
@@ -1219,6 +1224,7 @@ def write_transfer_report(
     extra_markdown: str = "",
     focus_budget: str | None = None,
     run_dir: str | Path | None = None,
+    extra_blocks: Sequence[Block] = (),
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` into ``out_dir``.
 
@@ -1229,7 +1235,8 @@ def write_transfer_report(
     and read as a − b. ``focus_budget``: the budget of the ROC curves and the subgroup
     table (default: the smallest count budget ≥ 100, else the largest). ``notes``:
     paragraphs under the title; ``extra_markdown``: appended at the end (verbatim in the
-    Markdown, converted for the HTML).
+    Markdown, converted for the HTML); ``extra_blocks``: page blocks after it (the demo's
+    sections, whose tables hold free text and so must be escaped in each rendering).
 
     Returns ``{"markdown": ..., "html": ..., <figure name>: ...}``. The HTML embeds its
     figures (base64) and stands alone; the Markdown links ``figures/*.png`` relatively.
@@ -1278,6 +1285,7 @@ def write_transfer_report(
     _selection_section(v, blocks)
     if extra_markdown.strip():
         blocks.append(RawMarkdown(extra_markdown))
+    blocks += [b for b in extra_blocks if not isinstance(b, RawMarkdown) or b.text.strip()]
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(render_markdown(blocks), encoding="utf-8")
@@ -1285,4 +1293,5 @@ def write_transfer_report(
     return {"markdown": md_path, "html": html_path, **figures}
 
 
-__all__ = ["markdown_to_html", "pooled_reliability", "roc_units", "write_transfer_report"]
+__all__ = ["Heading", "Paragraph", "RawMarkdown", "Table", "markdown_to_html", "pooled_reliability", "roc_units",
+           "write_transfer_report"]

@@ -43,7 +43,10 @@ class GenerativeRun:
 
 
 def can_generate(model: nn.Module) -> bool:
-    return all(hasattr(model, name) for name in ("start_decoding", "decode_step", "bos_id", "eos_id"))
+    """Whether ``model`` writes reports: it has the decoding step interface, and (where a
+    method has variants without a trained decoder) says it writes them (``writes_reports``)."""
+    has_step = all(hasattr(model, name) for name in ("start_decoding", "decode_step", "bos_id", "eos_id"))
+    return has_step and bool(getattr(model, "writes_reports", True))
 
 
 def load_generative_run(run_dir: str | Path, tokenizer: str | Path | None = None,

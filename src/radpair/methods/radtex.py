@@ -144,14 +144,21 @@ class RadTex(Method):
         return {"loss": sum(losses.values()), "loss_components": {k: v.detach() for k, v in losses.items()}}
 
     # -- generation: the step interface of radpair.generation.decoding ---------------------------
-    def start_decoding(self, images: torch.Tensor) -> torch.Tensor:
-        """The decoding state of ``images``: their projected image tokens [N, S, H]."""
-        return self.image_tokens(images)
+    def start_decoding(self, images: torch.Tensor) -> dict[str, Any]:
+        """The decoding state of ``images``: their projected image tokens [N, S, H] and an
+        empty per-layer cache of the forward decoder."""
+        memory = self.image_tokens(images)
+        return {"memory": memory, "cache": self.textual.empty_cache(memory.shape[0], memory.device, memory.dtype)}
 
-    def decode_step(self, prefix: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-token logits of the forward decoder after ``prefix`` (recomputed in full: a
-        report is at most ``max_length`` tokens, and no cache keeps the code one path)."""
-        return self.textual.logits(state, prefix, None, "forward")[:, -1], state
+    def decode_step(self, prefix: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Next-token logits of the forward decoder after ``prefix``, feeding only its last
+        token through the cache (``prefix`` must extend the cached one by exactly one)."""
+        cache = state["cache"]
+        if cache and cache[0].shape[1] != prefix.shape[1] - 1:
+            raise ValueError(f"decode_step got a prefix of {prefix.shape[1]} tokens for a cache of "
+                             f"{cache[0].shape[1]}: feed every token once, in order")
+        logits, cache = self.textual.step_logits(state["memory"], prefix[:, -1], cache, "forward")
+        return logits, {"memory": state["memory"], "cache": cache}
 
     @property
     def max_new_tokens(self) -> int:

@@ -592,6 +592,11 @@ class TieNet(Method):
         return [list(t) for t in out.tokens]
 
     # -- generation: the step interface of radpair.generation.decoding ---------------------------
+    @property
+    def writes_reports(self) -> bool:
+        """Whether this variant has a decoder that was trained (report_only and image_only do not)."""
+        return self.cfg.variant in ("tienet", "plain_captioning")
+
     def start_decoding(self, images: torch.Tensor, grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The decoding state of ``images``: h, c, the grid X [N, P, C] and its attention projection."""
         if not (self.cfg.reads_images and self.cfg.reads_text):

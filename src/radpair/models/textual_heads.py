@@ -87,3 +87,47 @@ class TransformerTextualHead(nn.Module):
         h = layers(x, memory, tgt_mask=causal_mask(ids.shape[1], ids.device),
                                      tgt_key_padding_mask=pad, tgt_is_causal=True)
         return self.output(h)
+
+    def step_logits(self, memory: torch.Tensor, token: torch.Tensor, cache: tuple[torch.Tensor, ...],
+                    direction: str = "forward") -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Next-token logits [N, V] after one more token ([N] ids), reusing ``cache``: per
+        layer, that layer's inputs at the earlier positions ([N, t, hidden]; empty at the
+        start, see :meth:`empty_cache`). Exact in eval mode: under the causal mask an earlier
+        position never changes when later tokens arrive, so only the new position is
+        computed, and decoding costs O(L) layer passes per report instead of O(L²)."""
+        layers = self.forward_layers if direction == "forward" else self.backward_layers
+        position = cache[0].shape[1] if cache else 0
+        if position >= self.embedding.positions.num_embeddings:
+            raise ValueError(f"token {position + 1} exceeds the decoder's {self.embedding.positions.num_embeddings} "
+                             "positions")
+        pos = torch.full((token.shape[0], 1), position, dtype=torch.long, device=token.device)
+        emb = self.embedding
+        x = emb.dropout(emb.norm(emb.words(token.unsqueeze(1)) + emb.positions(pos)))
+        new_cache = []
+        for layer, past in zip(layers.layers, cache):
+            seen = torch.cat([past, x], dim=1)
+            new_cache.append(seen)
+            x = _layer_at_last_position(layer, x, seen, memory)
+        if layers.norm is not None:
+            x = layers.norm(x)
+        return self.output(x[:, 0]), tuple(new_cache)
+
+    def empty_cache(self, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple:
+        """The decoding cache before the first token: one [N, 0, hidden] tensor per layer."""
+        n_layers = len(self.forward_layers.layers)
+        return tuple(torch.zeros(batch, 0, self.hidden, device=device, dtype=dtype) for _ in range(n_layers))
+
+
+def _layer_at_last_position(layer: nn.TransformerDecoderLayer, x: torch.Tensor, seen: torch.Tensor,
+                            memory: torch.Tensor) -> torch.Tensor:
+    """One decoder layer for the newest position only: ``x`` [N, 1, H] its input, ``seen``
+    [N, t+1, H] the layer's inputs at every position so far (keys and values of the causal
+    self-attention). The same arithmetic as :class:`nn.TransformerDecoderLayer` for that row."""
+    if layer.norm_first:
+        kv = layer.norm1(seen)
+        x = x + layer.dropout1(layer.self_attn(layer.norm1(x), kv, kv, need_weights=False)[0])
+        x = x + layer.dropout2(layer.multihead_attn(layer.norm2(x), memory, memory, need_weights=False)[0])
+        return x + layer._ff_block(layer.norm3(x))
+    x = layer.norm1(x + layer.dropout1(layer.self_attn(x, seen, seen, need_weights=False)[0]))
+    x = layer.norm2(x + layer.dropout2(layer.multihead_attn(x, memory, memory, need_weights=False)[0]))
+    return layer.norm3(x + layer._ff_block(x))

@@ -86,9 +86,11 @@ METRICS: Mapping[str, str] = MappingProxyType({
     "positives": "number of positive test cases (the '#' columns of TieNet Table 1)",
     "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4",
     "meteor": "METEOR", "rouge_l": "ROUGE-L",
+    "ce_f1": "clinical efficacy: micro F1 of the CheXpert labeler's positive findings, generated against written "
+             "reports (uncertain read as positive, all 14 observations)",
 })
 ORDINAL_METRICS = frozenset({"auc_0|123", "auc_01|23", "auc_012|3"})
-CAPTION_METRICS = frozenset({"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l"})
+CAPTION_METRICS = frozenset({"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "ce_f1"})
 CLASS_AGGREGATES = ("mean", "weighted_mean")
 
 PROTOCOLS = ("linear", "frozen-head", "finetune", "joint")
@@ -129,7 +131,8 @@ MODES = ("quick", "cpu", "data")
 METHOD_SETTING_KEYS = (
     "backbone", "backbone_init", "image_size", "epochs", "max_steps", "batch_size", "lr", "optimizer", "schedule",
     "warmup", "weight_decay", "grad_clip", "text_sections", "text_encoder", "max_length", "embedding_dim",
-    "projection_dim", "temperature", "augmentation", "pairs", "labelled_epochs", "gpus",
+    "projection_dim", "temperature", "augmentation", "pairs", "labelled_epochs", "gpus", "lr_scale",
+    "method_options", "choose_on_validate",
 )
 # keys of a transfer protocol's / arm's downstream hyper-parameters
 HYPER_KEYS = (

@@ -19,6 +19,9 @@ register_capability("transfer", "linear", "frozen_head", "finetune", "label_frac
                     "supervised_pretrained")
 # the replicate runner scores a method's own classifier (radpair.evaluation.own_classifier)
 register_capability("joint", "matching_metrics", "shifted_corpus")
+# ... with the report as input where the method declares it (classifier_inputs), and the
+# reports of its generative methods scored by radpair.evaluation.generation
+register_capability("report_classification", "generation", "caption_metrics")
 ISSUES.update({
     "chauhan_ranking": "issue 11", "convirt_sections": "issue 11", "timnet_matching": "issue 11",
     "joint": "issue 11", "matching_metrics": "issue 11", "shifted_corpus": "issue 11",

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--methods", default=None, metavar="M1,M2",
                    help="pretraining methods to compare (default: convirt; e.g. convirt,chauhan_ranking,"
-                   "convirt_sections,timnet_matching)")
+                   "convirt_sections,timnet_matching,radtex_captioning,tienet); methods that write reports "
+                   "also get a generated-reports section on the page")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
 

@@ -12,13 +12,15 @@ Public API::
     corpus = generate_corpus(out_dir, n_images=2000, size=128, seed=0, workers=2, config=SynthConfig())
 
 Lower level, for tests and figures: :func:`render_image` draws one image with explicit
-:class:`Findings` on an :class:`Anatomy`; :func:`write_report` writes one report.
+:class:`Findings` on an :class:`Anatomy` (:func:`render_image_with_masks` also returns
+where each finding was drawn); :func:`write_report` writes one report.
 
 Module map: ``config`` (knobs), ``findings`` (truth of a study), ``anatomy`` (patient
 geometry), ``cohort`` (patients/studies/co-occurrence), ``raster`` (drawing
 primitives), ``render`` (the image), ``overlays`` (devices, leads, markers, text),
 ``reports`` (the text), ``agreement`` (text vs truth), ``shortcuts`` (what travels with a
-finding: ECG leads / tubing rates), ``generate`` (orchestration).
+finding: ECG leads / tubing rates), ``masks`` (ground-truth regions: recorded while drawing,
+stored beside the corpus, read with ``Corpus.masks``), ``generate`` (orchestration).
 """
 
 from radpair.data.synth.agreement import measure_agreement
@@ -27,7 +29,8 @@ from radpair.data.synth.cohort import PatientPlan, StudyPlan, sample_patient
 from radpair.data.synth.config import DIFFICULTIES, SynthConfig, load_synth_config
 from radpair.data.synth.findings import FINDINGS, Findings, Nodule
 from radpair.data.synth.generate import generate_corpus
-from radpair.data.synth.render import MAX_SIZE, MIN_SIZE, render_image
+from radpair.data.synth.masks import CorpusMasks
+from radpair.data.synth.render import MAX_SIZE, MIN_SIZE, render_image, render_image_with_masks
 from radpair.data.synth.reports import Report, write_report
 
 __all__ = [
@@ -42,6 +45,8 @@ __all__ = [
     "Acquisition",
     "sample_anatomy",
     "render_image",
+    "render_image_with_masks",
+    "CorpusMasks",
     "MIN_SIZE",
     "MAX_SIZE",
     "PatientPlan",

@@ -29,6 +29,7 @@ from radpair.data.synth.anatomy import Anatomy
 from radpair.data.synth.cohort import STREAM_REPORT, STREAM_SPLIT, PatientPlan, StudyPlan, sample_patient
 from radpair.data.synth.config import DIFFICULTIES, SynthConfig
 from radpair.data.synth.findings import FINDINGS, Findings
+from radpair.data.synth.masks import CHANNEL_LABEL, CHANNELS, MaskWriter, RegionRecorder, pack, remove_masks
 from radpair.data.synth.render import MAX_SIZE, MIN_SIZE, image_distractors, is_sick, render_image
 from radpair.data.synth.reports import Report, write_report
 from radpair.errors import ConfigError
@@ -55,8 +56,11 @@ class ImageJob:
     distractors: tuple[str, ...] | None = None  # None: render_image chooses them from the seed
 
 
-def check_output_dir(out_dir: str | Path, n_images: int = 0, size: int = 0) -> Path:
-    """Fail before any work if ``out_dir`` cannot hold the corpus (names the folder)."""
+def check_output_dir(out_dir: str | Path, n_images: int = 0, size: int = 0, bytes_per_pixel: float = 1.0) -> Path:
+    """Fail before any work if ``out_dir`` cannot hold the corpus (names the folder).
+
+    ``bytes_per_pixel``: 1 for the images alone; masks add one bit per pixel and channel.
+    """
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output folder {str(path)!r} exists and is not a folder")
@@ -70,7 +74,7 @@ def check_output_dir(out_dir: str | Path, n_images: int = 0, size: int = 0) -> P
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"output folder {str(path)!r} is not writable: {exc.strerror or exc}") from None
-    need = n_images * size * size
+    need = int(n_images * size * size * bytes_per_pixel)
     if need:
         free = shutil.disk_usage(path).free
         if need > free:
@@ -135,13 +139,40 @@ def assign_splits(n_patients: int, seed: int, fractions: list[float]) -> list[st
     return list(labels)
 
 
-def _render_chunk(payload: tuple[int, SynthConfig, list[ImageJob]]) -> tuple[int, np.ndarray]:
-    size, cfg, jobs = payload
+@dataclass
+class RenderedChunk:
+    """A worker's rows: images, and (with masks) their packed regions and the findings the
+    ground truth has but the view did not draw (channel -> rows)."""
+
+    start: int
+    images: np.ndarray
+    masks: np.ndarray | None = None
+    present: np.ndarray | None = None
+    not_drawn: dict[str, list[int]] | None = None
+
+
+def _render_chunk(payload: tuple) -> RenderedChunk:
+    size, cfg, jobs = payload[:3]
+    with_masks = len(payload) > 3 and bool(payload[3])
     out = np.empty((len(jobs), size, size), dtype=np.uint8)
+    packed = np.empty((len(jobs), len(CHANNELS), size, (size + 7) // 8), dtype=np.uint8) if with_masks else None
+    present = np.zeros((len(jobs), len(CHANNELS)), dtype=bool)
+    not_drawn: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
+        regions = RegionRecorder(size) if with_masks else None
         out[i] = render_image(job.anatomy, job.findings, job.view, size, seed=job.seed, detail_seed=job.detail_seed,
-                              config=cfg, sick=job.sick, distractors=job.distractors)
-    return jobs[0].row, out
+                              config=cfg, sick=job.sick, distractors=job.distractors, regions=regions)
+        if regions is not None:
+            drawn = regions.masks()
+            packed[i] = pack(drawn, size)
+            labels = job.findings.labels()
+            for k, name in enumerate(CHANNELS):
+                present[i, k] = name in drawn and bool(drawn[name].any())
+                if labels.get(CHANNEL_LABEL[name], 0) and not present[i, k]:
+                    not_drawn.setdefault(name, []).append(job.row)
+    if not with_masks:
+        return RenderedChunk(jobs[0].row, out)
+    return RenderedChunk(jobs[0].row, out, packed, present, not_drawn)
 
 
 def _pool_context():
@@ -238,13 +269,14 @@ def _tables(patients: list[PatientPlan], reports: dict[str, Report], splits: lis
 
 def generate_corpus(out_dir: str | Path, n_images: int = 2000, size: int = 128, seed: int = 0, workers: int = 2,
                     config: SynthConfig | None = None, progress: bool | ProgressFn = False,
-                    chunk_size: int = 32) -> Corpus:
+                    chunk_size: int = 32, masks: bool = True) -> Corpus:
     """Generate and write a synthetic corpus; return it opened.
 
     ``progress``: ``True`` shows a progress bar; a callable ``(done, total)`` is called
     after each rendered chunk instead (the CLI draws its own bar with it). Same ``seed`` and ``config`` give
     byte-identical ``images.npy``, ``index.csv`` and ``ground_truth.csv`` for any
-    ``workers``.
+    ``workers``. ``masks`` also writes where every finding was drawn (``masks.npy`` and
+    ``masks.json``, see :mod:`radpair.data.synth.masks`); it changes no image byte.
     """
     cfg = config if config is not None else SynthConfig()
     if not isinstance(cfg, SynthConfig):
@@ -252,12 +284,18 @@ def generate_corpus(out_dir: str | Path, n_images: int = 2000, size: int = 128, 
     cfg.validate()
     _validate(n_images, size, seed, workers)
     n_images, size, seed, workers = int(n_images), int(size), int(seed), int(workers)
-    out = check_output_dir(out_dir, n_images, size)
+    out = check_output_dir(out_dir, n_images, size, 1.0 + (len(CHANNELS) / 8 if masks else 0.0))
 
     patients = plan_cohort(n_images, seed, cfg)
     jobs = _image_jobs(patients, seed, cfg)
     writer = CorpusWriter(out, n_images, size, size)
-    chunks = [(size, cfg, jobs[i:i + chunk_size]) for i in range(0, len(jobs), chunk_size)]
+    if masks:
+        mask_writer: MaskWriter | None = MaskWriter(out, n_images, size)
+    else:  # stale masks of an earlier generation in this folder would describe other images
+        mask_writer = None
+        remove_masks(out)
+    chunks = [(size, cfg, jobs[i:i + chunk_size], bool(masks)) for i in range(0, len(jobs), chunk_size)]
+    not_drawn: dict[str, list[int]] = {}
     bar = None
     if progress is True:  # a plain progress bar for library users; the CLI passes its own callback
         from rich.progress import Progress
@@ -279,8 +317,13 @@ def generate_corpus(out_dir: str | Path, n_images: int = 2000, size: int = 128, 
         splits = assign_splits(len(patients), seed, cfg.split_fractions)
         index, truth = _tables(patients, reports, splits, jobs)
         done = 0
-        for start, arr in results:
+        for chunk in results:
+            start, arr = chunk.start, chunk.images
             writer.images[start:start + len(arr)] = arr
+            if mask_writer is not None:
+                mask_writer.write(start, chunk.masks, chunk.present)
+                for name, rows in (chunk.not_drawn or {}).items():
+                    not_drawn.setdefault(name, []).extend(rows)
             done += len(arr)
             if report_progress is not None:
                 report_progress(done, n_images)
@@ -306,6 +349,8 @@ def generate_corpus(out_dir: str | Path, n_images: int = 2000, size: int = 128, 
         "normal_fraction": round(float((truth[list(FINDINGS)].sum(axis=1) == 0).mean()), 4),
         "report_agreement": agreement,
     }
+    if mask_writer is not None:  # before meta.json, which marks the whole corpus complete
+        mask_writer.finalize(not_drawn, {"generator": {"version": GENERATOR_VERSION, "seed": seed}})
     return writer.finalize(index, meta, label_columns=list(FINDINGS), ground_truth=truth)
 
 

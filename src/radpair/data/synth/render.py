@@ -33,6 +33,7 @@ from radpair.data.synth.anatomy import (
 )
 from radpair.data.synth.config import SynthConfig
 from radpair.data.synth.findings import CTR_LIMIT, LOBE_SIDE, Findings, side_sign, sides_of
+from radpair.data.synth.masks import RegionRecorder
 from radpair.data.synth.overlays import burn_annotations, choose_distractors, draw_devices, draw_distractors
 from radpair.data.synth.raster import (
     F32,
@@ -138,7 +139,7 @@ def _blend(D: np.ndarray, alpha: np.ndarray, target: float) -> np.ndarray:
 
 def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, cfg: SynthConfig,
              detail: np.random.Generator, noise: np.random.Generator, pixel_rng: np.random.Generator,
-             distractors: tuple[str, ...], seed: tuple[int, ...]) -> np.ndarray:
+             distractors: tuple[str, ...], seed: tuple[int, ...], regions: RegionRecorder | None = None) -> np.ndarray:
     c = float(cfg.conspicuity)
     ap = view == "AP"
     fr = Frame(size, acq.dx, acq.dy, acq.rotation, acq.scale * (1.03 if ap else 1.0) * an.scale)
@@ -183,6 +184,8 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
     b1 = (dyh * F32(ct) - dxh * F32(st)) * F32(1.0 / hb_)
     rh = a1 * a1 + b1 * b1
     heart = ramp((np.sqrt(rh) - one) * F32(min(ha, hb_)), e)
+    if regions is not None and f.cardiomegaly:
+        regions.add("cardiomegaly", heart)
 
     # --- mediastinum -------------------------------------------------------------------------
     mw = F32(an.mediastinum_half_width) + F32(0.03) * clip((Y + F32(0.2)) * F32(2.0), 0, 1)
@@ -312,12 +315,19 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
         D += F32(0.06 + (0.03 * c if sev >= 1 else 0.0)) * clip(one - rr2 * F32(1.0 / hil_r ** 2), 0, 1) * lg.no_dome
         if sev >= 1:  # upper-zone vessel engorgement also raises upper-lobe density slightly
             D += F32(0.02 * c) * lg.lung * clip((F32(hy_) - Y) * F32(3.0), 0, 1)
+            if regions is not None:  # the enlarged hilum and the engorged upper zone
+                regions.add("edema", clip(one - rr2 * F32(1.0 / hil_r ** 2), 0, 1) * lg.no_dome)
+                regions.add("edema", lg.lung * clip((F32(hy_) - Y) * F32(3.0), 0, 1))
         if sev >= 2:  # hazy, indistinct hila and perihilar interstitial haze
             D = _blend(D, F32(0.16 * c) * np.exp(-rr2 * F32(1.0 / 0.26 ** 2)) * lg.lung, tissue)
+            if regions is not None:
+                regions.add("edema", np.exp(-rr2 * F32(1.0 / 0.26 ** 2)) * lg.lung)
         if sev >= 3:  # bilateral perihilar "batwing" alveolar opacity, sparing the periphery
             fluff = clip(F32(0.7) + F32(0.5) * smooth_noise(int(detail.integers(2**31)), fr, 9), 0, 1.2)
             bat = np.exp(-((ddx * F32(1.0 / 0.36)) ** 2 + (ddy * F32(1.0 / 0.33)) ** 2))
             D = _blend(D, F32(0.6 * c) * bat * fluff * lg.no_dome * clip(F32(1.2) - lg.u * lg.u, 0, 1), tissue)
+            if regions is not None:
+                regions.add("edema", bat * lg.no_dome * clip(F32(1.2) - lg.u * lg.u, 0, 1))
 
     if sev >= 2:
         reticular = smooth_noise(int(detail.integers(2**31)), fr, 22)
@@ -326,6 +336,8 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
             lateral = clip((lg.u - F32(0.4)) * F32(2.5), 0, 1)
             D = _blend(D, F32(0.09 * c) * lg.lung * base * (F32(0.5) + lateral) * (F32(0.75) + F32(0.35) * reticular),
                        tissue)
+            if regions is not None:  # the lower lateral interstitial zone (Kerley B lines lie in it)
+                regions.add("edema", lg.lung * base * (F32(0.5) + lateral))
             # Kerley B lines: short horizontal septal lines reaching the lateral pleura at the bases
             edge_x = an.lung_center + an.lung_half_width
             dome_lat = an.dome(sd) - volume + elev[sd] + an.cp_depth * 0.8
@@ -378,6 +390,8 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
         brc = clip((np.cos(th * F32(8.0) + rr * F32(5.0) + phase) - F32(0.82)) * F32(5.0), 0, 1)
         brc *= clip(one - rr * F32(1.8), 0, 1)
         D = _blend(D, F32(0.62 * c) * region * dens * (one - F32(0.6) * brc), tissue)
+        if regions is not None:  # air bronchograms are inside the consolidation: not subtracted
+            regions.add("consolidation", region * dens)
 
     # --- atelectasis ----------------------------------------------------------------------------
     if ak:
@@ -395,6 +409,8 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
                     sl, band = fr.capsule(p0, p1, float(detail.uniform(0.014, 0.022)), 0.012)
                     if sl is not None:
                         D[sl] = _blend(D[sl], F32(0.55 * c) * band * lg.no_dome[sl], tissue)
+                        if regions is not None:
+                            regions.add("atelectasis", band * lg.no_dome[sl], sl)
                 D = _blend(D, F32(0.1 * c) * lg.lung * clip((Y - F32(dome_c - 0.25)) * F32(4.0), 0, 1), tissue)
         else:
             sd = "right" if ak in ("lobar_RUL", "lobar_RLL") else "left"
@@ -411,6 +427,8 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
             sl, m = fr.polygon(tri, 0.03)
             if sl is not None:
                 D[sl] = _blend(D[sl], F32(0.7 * c) * m * reg[sl], tissue + 0.1)
+                if regions is not None:
+                    regions.add("atelectasis", m * reg[sl], sl)
 
     # --- nodule -----------------------------------------------------------------------------------
     if f.nodule is not None:
@@ -423,12 +441,16 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
         sphere = np.sqrt(clip(one - dn2, 0, 1))  # projected thickness of a sphere
         soft_n = ramp((np.sqrt(dn2) - one) * F32(rad), max(fr.px, 0.008))
         D += F32(0.26 * c) * np.maximum(sphere, soft_n * F32(0.6))
+        if regions is not None:  # soft_n is 0.5 on the outline (a sub-pixel nodule keeps its nearest pixel)
+            regions.add("nodule", soft_n)
 
     # --- pneumothorax: lucent rim without markings, and the visceral pleural line -------------
     if f.pneumothorax_side:
         sd = f.pneumothorax_side
         lg = lungs[sd]
         D -= F32(0.05 * c) * lg.lung * (one - collapsed)
+        if regions is not None:
+            regions.add("pneumothorax_space", lg.lung * (one - collapsed))
         k = PNEUMOTHORAX_COLLAPSE[f.pneumothorax_size] * min(1.5, 0.6 + 0.4 * c)
         tt = np.linspace(-0.62 * np.pi, 0.3 * np.pi, 60)
         cu, sv = np.cos(tt), np.sin(tt)
@@ -440,6 +462,12 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
         keep = yy < an.dome(sd) - volume + an.cp_depth * 0.5
         fr.polyline(np.stack([lg.s * xx[keep], yy[keep]], axis=1), 0.35 * c, 0.007, layer="pleura")
         D += fr.flush_lines("pleura") * lg.cavity
+        if regions is not None:  # the same line at unit strength on a private layer (visible even at c = 0)
+            fr.polyline(np.stack([lg.s * xx[keep], yy[keep]], axis=1), 1.0, 0.007, layer="mask:pleura")
+            line = fr.flush_lines("mask:pleura") * lg.cavity
+            peak = float(line.max())
+            if peak > 0:
+                regions.add("pneumothorax_line", line, threshold=0.35 * peak)
         D += F32(0.025 * c) * collapsed * lg.lung  # the partially collapsed lung is denser
 
     # --- pleural effusion: fluid replaces air from the costophrenic angle upwards --------------
@@ -457,10 +485,15 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
             y_top = F32(apex - level) + F32(0.12) * (one - lat * lat) + F32(0.1) * clip(-lat, 0, 1)
             fluid = clip((Y - y_top) * F32(1.0 / (0.03 + 0.08 * max(level, 0.0))), 0, 1) * lg.no_dome
             fluid *= ramp(Y - (lg.dome + F32(0.05)), 0.04)  # the recess just below the dome, not the abdomen
+            if regions is not None:
+                regions.add("pleural_effusion", fluid)
             if ap:  # supine layering: a veil over the hemithorax instead of a sharp meniscus
-                veil = F32(min(0.55, 0.12 + 0.7 * max(level, 0.0))) * lg.no_dome * \
+                veil_peak = min(0.55, 0.12 + 0.7 * max(level, 0.0))
+                veil = F32(veil_peak) * lg.no_dome * \
                     clip((Y - F32(lg.yc - lg.hb)) * F32(0.8), 0, 1)
                 fluid = np.maximum(fluid * F32(0.6), veil)
+                if regions is not None:
+                    regions.add("pleural_effusion", veil, threshold=0.5 * veil_peak)
             D = _blend(D, F32(min(1.0, 0.9 * c)) * fluid, tissue + 0.03)
 
     # --- devices and distractors -------------------------------------------------------------
@@ -477,7 +510,7 @@ def _frontal(an: Anatomy, f: Findings, view: str, acq: Acquisition, size: int, c
 
 def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthConfig,
              detail: np.random.Generator, noise: np.random.Generator, pixel_rng: np.random.Generator,
-             distractors: tuple[str, ...], seed: tuple[int, ...]) -> np.ndarray:
+             distractors: tuple[str, ...], seed: tuple[int, ...], regions: RegionRecorder | None = None) -> np.ndarray:
     """A cruder left-lateral view: anterior to the image left, posterior to the right.
 
     Both lungs superimpose; the heart sits anteriorly on the diaphragm, the spine
@@ -513,6 +546,8 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
     hx, hy = lx0 + ha * 0.8, dome_a - 0.1
     rh = ((X - F32(hx)) * F32(1.0 / ha)) ** 2 + ((Y - F32(hy)) * F32(1.0 / hb_)) ** 2
     heart = ramp((np.sqrt(rh) - one) * F32(0.25), e)
+    if regions is not None and f.cardiomegaly:
+        regions.add("cardiomegaly", heart)
     spine = ramp(np.abs(X - F32(lx1 - 0.02)) - F32(0.1), 0.02) * body
     lung = cavity * ramp(Y - dome, e) * (one - heart)
     D -= F32(an.lung_air * 1.05) * lung * (F32(0.45) + F32(0.6) * np.sqrt(clip(one - r, 0, 1)))
@@ -533,11 +568,17 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
     sev = f.edema_severity
     hil_w = 0.12 + (0.03 * c if sev >= 1 else 0.0)
     D += F32(0.08 + (0.04 * c if sev >= 1 else 0.0)) * clip(one - hil_r2 * F32(1.0 / hil_w ** 2), 0, 1) * cavity
+    if regions is not None and sev >= 1:
+        regions.add("edema", clip(one - hil_r2 * F32(1.0 / hil_w ** 2), 0, 1) * cavity)
     if sev >= 2:
         D = _blend(D, F32(0.15 * c) * np.exp(-hil_r2 * F32(1.0 / 0.3 ** 2)) * lung, tissue)
+        if regions is not None:
+            regions.add("edema", np.exp(-hil_r2 * F32(1.0 / 0.3 ** 2)) * lung)
     if sev >= 3:
         fluff = clip(F32(0.7) + F32(0.5) * smooth_noise(int(detail.integers(2**31)), fr, 9), 0, 1.2)
         D = _blend(D, F32(0.55 * c) * np.exp(-hil_r2 * F32(1.0 / 0.42 ** 2)) * fluff * lung, tissue)
+        if regions is not None:
+            regions.add("edema", np.exp(-hil_r2 * F32(1.0 / 0.42 ** 2)) * lung)
     if f.consolidation_lobe:
         lobe = f.consolidation_lobe
         # major fissure runs from posterior-superior to anterior-inferior
@@ -550,10 +591,14 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
             reg = ramp(fiss, 0.06) * ramp(Y + F32(0.05), 0.1)
         tex = smooth_noise(int(detail.integers(2**31)), fr, 10)
         D = _blend(D, F32(0.55 * c) * reg * lung * clip(F32(0.8) + F32(0.3) * tex, 0, 1), tissue)
+        if regions is not None:
+            regions.add("consolidation", reg * lung * clip(F32(0.8) + F32(0.3) * tex, 0, 1))
     if f.atelectasis_kind:
         sl, m = fr.capsule((-0.3, dome_a - 0.08), (0.25, dome_a - 0.02), 0.018, 0.012)
         if sl is not None:
             D[sl] = _blend(D[sl], F32(0.45 * c) * m * lung[sl], tissue)
+            if regions is not None:
+                regions.add("atelectasis", m * lung[sl], sl)
     if f.nodule is not None:
         nd = f.nodule
         ny_ = min(yc + 0.6 * hb * nd.vertical, dome_a - 0.08)
@@ -563,11 +608,15 @@ def _lateral(an: Anatomy, f: Findings, acq: Acquisition, size: int, cfg: SynthCo
         if sl is not None:
             dn2 = ((X[sl] - F32(nx_)) ** 2 + (Y[sl] - F32(ny_)) ** 2) * F32(1.0 / rad ** 2)
             D[sl] += F32(0.17 * c) * np.sqrt(clip(one - dn2, 0, 1))
+            if regions is not None:  # the disc inside the sphere's outline
+                regions.add("nodule", np.sqrt(clip(one - dn2, 0, 1)), sl, threshold=1e-6)
     if f.effusion_side:
         level = {"small": -0.05, "moderate": 0.15, "large": 0.4}[f.effusion_size]
         y_top = F32(dome_p - 0.12 - level) + F32(0.25) * (one - clip(tq * F32(1.2), 0, 1))
         fluid = clip((Y - y_top) * F32(1.0 / (0.03 + 0.08 * max(level, 0.0))), 0, 1) * cavity
         D = _blend(D, F32(min(1.0, 0.9 * c)) * fluid, tissue)
+        if regions is not None:
+            regions.add("pleural_effusion", fluid)
     dens_dev = np.zeros_like(D)
     draw_devices(fr, dens_dev, an, f.devices, detail, -0.15, lateral=True)
     draw_distractors(fr, dens_dev, distractors, seed, lateral=True)
@@ -639,7 +688,8 @@ def image_distractors(view: str, config: SynthConfig | None = None, sick: bool =
 def render_image(anatomy: Anatomy, findings: Findings, view: str = "PA", size: int = 128, *,
                  seed: int | tuple[int, ...] = 0, detail_seed: int | tuple[int, ...] | None = None,
                  config: SynthConfig | None = None, acquisition: Acquisition | None = None,
-                 sick: bool | None = None, distractors: Sequence[str] | None = None) -> np.ndarray:
+                 sick: bool | None = None, distractors: Sequence[str] | None = None,
+                 regions: RegionRecorder | None = None) -> np.ndarray:
     """Render one image (uint8, ``size`` x ``size``) with exactly the given findings.
 
     ``detail_seed`` fixes the study-level drawing choices (tube tips, patch textures) and
@@ -649,7 +699,8 @@ def render_image(anatomy: Anatomy, findings: Findings, view: str = "PA", size: i
     ``distractors`` overrides which ECG leads / oxygen tubing are drawn (names from
     ``overlays.DISTRACTORS``); by default :func:`image_distractors` chooses them, using
     ``sick`` (default: :func:`is_sick` with the view) only when
-    ``config.distractor_illness_link`` is above 0.
+    ``config.distractor_illness_link`` is above 0. ``regions``, when given, collects where
+    each finding was drawn (see :func:`render_image_with_masks`); it never changes a pixel.
     """
     _check_size(size)
     if view not in ("PA", "AP", "LATERAL"):
@@ -668,9 +719,22 @@ def render_image(anatomy: Anatomy, findings: Findings, view: str = "PA", size: i
     else:
         drawn = tuple(distractors)
     if view == "LATERAL":
-        return _lateral(anatomy, findings, acq, size, cfg, detail, noise, pixel_rng, drawn, seed_t)
-    return _frontal(anatomy, findings, view, acq, size, cfg, detail, noise, pixel_rng, drawn, seed_t)
+        return _lateral(anatomy, findings, acq, size, cfg, detail, noise, pixel_rng, drawn, seed_t, regions)
+    return _frontal(anatomy, findings, view, acq, size, cfg, detail, noise, pixel_rng, drawn, seed_t, regions)
 
 
-__all__ = ["render_image", "image_distractors", "is_sick", "MIN_SIZE", "MAX_SIZE", "EFFUSION_LEVEL",
-           "PNEUMOTHORAX_COLLAPSE", "CTR_LIMIT"]
+def render_image_with_masks(anatomy: Anatomy, findings: Findings, view: str = "PA", size: int = 128,
+                            **kwargs) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`render_image` plus the (size, size) bool region of every finding it drew.
+
+    The image is byte-identical to :func:`render_image` with the same arguments; keys are
+    the channels of :data:`radpair.data.synth.masks.CHANNELS` that this image shows (a
+    lateral film draws no pneumothorax, so has no pneumothorax key).
+    """
+    regions = RegionRecorder(size)
+    image = render_image(anatomy, findings, view, size, regions=regions, **kwargs)
+    return image, regions.masks()
+
+
+__all__ = ["render_image", "render_image_with_masks", "image_distractors", "is_sick", "MIN_SIZE", "MAX_SIZE",
+           "EFFUSION_LEVEL", "PNEUMOTHORAX_COLLAPSE", "CTR_LIMIT"]
