@@ -34,9 +34,10 @@ def tok(tokenizer_dir):
     return load_tokenizer(tokenizer_dir)
 
 
-def _model(tok, weights=None, **kw) -> TieNet:
+def _model(tok, weights=None, training=True, **kw) -> TieNet:
     torch.manual_seed(0)
-    parts = BuildContext(ImageEncoderConfig(name="resnet_tiny", weights=weights), TextEncoderConfig(max_length=40), tok)
+    parts = BuildContext(ImageEncoderConfig(name="resnet_tiny", weights=weights), TextEncoderConfig(max_length=40), tok,
+                         training=training)
     stats = DatasetStats(n_rows=8, n_labelled=8, class_counts=np.array([3, 1, 4]), class_names=COLUMNS)
     return build_method({**TINY, **kw}, parts, stats)
 
@@ -156,6 +157,9 @@ def test_a_frozen_image_encoder_keeps_its_weights_and_batchnorm_statistics(tok, 
 
     with pytest.raises(ConfigError, match="image_encoder.weights"):
         _model(tok, freeze_image_encoder=True)
+    # a finished frozen run is rebuilt without start weights to load its checkpoint: no refusal then
+    reloaded = _model(tok, training=False, freeze_image_encoder=True)
+    assert not any(p.requires_grad for p in reloaded.image_encoder.parameters())
     torch.manual_seed(3)
     encoder = build_image_encoder(ImageEncoderConfig(name="resnet_tiny"))
     path = save_encoder_weights(encoder, tmp_path / "enc.safetensors")

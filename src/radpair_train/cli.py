@@ -33,6 +33,7 @@ COMMANDS = [
     "preprocess",
     "export",
     "predict",
+    "explain",
 ]
 
 

@@ -51,7 +51,9 @@ class DataConfig:
     pair_fraction: float | None = None
     """Pretrain on this fraction of the patients (all of their pairs), a seeded draw
     (``pair_fraction_seed``) in which a smaller fraction is a subset of a larger one: the
-    pretraining-set-size sweeps of RadTex's Fig. 3. ``None``: every pair."""
+    pretraining-set-size sweeps of RadTex's Fig. 3. ``None``: every pair. With
+    ``subset_size`` the fraction is drawn from the subset's rows (which may hold only some
+    of a patient's pairs)."""
     pair_fraction_seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prefetch: bool = True

@@ -182,7 +182,7 @@ class Trainer:
                               "rows carries one")
 
         torch.manual_seed(tc.seed)  # model initialisation is part of the run's seed (same on every process)
-        parts = BuildContext(cfg.image_encoder, cfg.text_encoder, tokenizer, cfg.data)
+        parts = BuildContext(cfg.image_encoder, cfg.text_encoder, tokenizer, cfg.data, training=True)
         model = build_method(cfg.method, parts, self.stats)
         if tc.sync_batchnorm and self.dist.distributed:
             model = D.convert_sync_batchnorm(model, device)

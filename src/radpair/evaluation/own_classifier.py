@@ -42,13 +42,37 @@ def load_trained_method(run_dir: str | Path, device: str = "cpu", tokenizer: str
     steps = checkpoint_steps(root)
     if not steps:
         raise DataError(f"{root}: no checkpoints/step-*.pt; is the run finished?")
-    path = root / "checkpoints" / f"step-{steps[-1]:08d}.pt"
+    step = exported_step(root)
+    if step is not None and step not in steps:
+        raise DataError(f"{root}: its exports were written at step {step} but checkpoints/ holds only steps "
+                        f"{steps}; the classifier scored must be the exported model's")
+    path = root / "checkpoints" / f"step-{(steps[-1] if step is None else step):08d}.pt"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["model"]
     except Exception as exc:  # noqa: BLE001 - truncated zip, missing key: name the file
         raise DataError(f"{path}: not a readable radpair checkpoint ({type(exc).__name__}: {exc})") from None
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        why = str(exc).splitlines()[-1].strip() or str(exc).splitlines()[0]
+        raise DataError(f"{path}: does not fit the run's config ({why})") from None
     return model.to(device).eval(), config
+
+
+def exported_step(root: Path) -> int | None:
+    """The step at which a run wrote its exports (``*.safetensors`` metadata), so that its own
+    classifier is scored at the same step its encoder is transferred and its reports written;
+    ``None`` when nothing was exported (an unfinished run: the newest checkpoint then)."""
+    from radpair.models.export import read_safetensors_metadata
+
+    for path in sorted(Path(root).glob("*.safetensors"), key=lambda p: p.name != "image_encoder.safetensors"):
+        try:
+            meta = read_safetensors_metadata(path)
+        except Exception as exc:  # noqa: BLE001 - a corrupt header; name the file
+            raise DataError(f"{path}: cannot read its export metadata ({exc})") from None
+        if "step" in meta:
+            return int(meta["step"])
+    return None
 
 
 def classifier_inputs(model) -> tuple[str, ...]:

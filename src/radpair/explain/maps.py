@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from radpair.errors import ConfigError, DataError, unknown_choice_message
+from radpair.errors import ConfigError, unknown_choice_message
 from radpair.explain.subject import Subject
 
 MIN_CELLS = 14
 """Grad-CAM's layer gives at least this many cells per side where the input allows: the last
 stage of a ResNet at 224 px has 7 x 7 cells, too coarse to say which lobe lit up."""
+
+
+class TargetError(ConfigError):
+    """The requested target does not exist for this model: the user's mistake, never skipped."""
 
 
 # ---- Grad-CAM layer ---------------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def resolve_target(subject: Subject, x: torch.Tensor, target: str | None, report
             idx = scores.argmax(1)
         else:
             if target not in names:
-                raise ConfigError(unknown_choice_message("target class", str(target), names))
+                raise TargetError(unknown_choice_message("target class", str(target), names))
             idx = torch.full((x.shape[0],), names.index(target), dtype=torch.long, device=x.device)
         per = [names[int(i)] if int(i) < len(names) else str(int(i)) for i in idx]
         return (lambda im: fn(im).gather(1, idx.view(-1, 1)).squeeze(1)), \
@@ -242,7 +245,7 @@ def resolve_target(subject: Subject, x: torch.Tensor, target: str | None, report
             classes = prompt_classes(prompts) if auto else [str(target)]
             pv = prompt_vectors(subject, classes, prompts)
             if not pv:
-                raise ConfigError(unknown_choice_message("target (a class of the prompt file)", str(target),
+                raise TargetError(unknown_choice_message("target (a class of the prompt file)", str(target),
                                                          prompt_classes(prompts)))
             names = list(pv)
             stack = torch.stack([pv[c] for c in names])
@@ -260,7 +263,7 @@ def resolve_target(subject: Subject, x: torch.Tensor, target: str | None, report
             Target("text", desc, per)
     if subject.generates:
         if not auto:
-            raise ConfigError(f"{subject.root}: the model has no classifier and no joint embedding, so there is no "
+            raise TargetError(f"{subject.root}: the model has no classifier and no joint embedding, so there is no "
                               f"class {target!r} to explain; it explains the report it writes (--target auto)")
         if tokens is None:
             tokens, _ = greedy_reports(subject, x)
@@ -428,7 +431,8 @@ def cell_embeddings(subject: Subject, x: torch.Tensor) -> tuple[torch.Tensor, st
     each cell's feature vector; this is exact for a head that is linear on pooled features
     and an approximation for an MLP (the mean of per-cell outputs is not the embedding).
     It is only done after checking that the model's image embedding *is* that head of the
-    pooled feature map (or, for a head on the map, of the map), so the head is known."""
+    pooled feature map (or, for a head on the map, of the map), so the head is known; and
+    whether it is exact (the cells' mean embedding equals the image's) is checked, not assumed."""
     model, enc = subject.model, subject.image_encoder
     if enc is None or not subject.joint:
         raise ConfigError(f"{subject.root}: similarity maps need a joint embedding and an image feature map")
@@ -437,21 +441,17 @@ def cell_embeddings(subject: Subject, x: torch.Tensor) -> tuple[torch.Tensor, st
         emb = model.embed_images(x)
         b, c, h, w = fmap.shape
         cells = fmap.permute(0, 2, 3, 1).reshape(b * h * w, c)
-        for name in ("image_projection", "image_head"):
+        for name, on_map in (("image_projection", False), ("image_head", False), ("image_branch", True)):
             head = getattr(model, name, None)
-            if isinstance(head, nn.Module) and _close(head(fmap.mean(dim=(2, 3))), emb):
-                linear = all(isinstance(m, (nn.Linear, nn.Identity, nn.Dropout)) for m in head.modules()
-                             if not list(m.children()))
-                how = (f"{name} (linear) applied to each cell's feature vector: exact decomposition of the embedding"
-                       if linear else f"{name} (an MLP on pooled features) applied to each cell's feature vector: an "
-                       "approximation, the mean of per-cell outputs is not the embedding")
-                return head(cells).reshape(b, h, w, -1), how
-        for name in ("image_branch",):
-            head = getattr(model, name, None)
-            if isinstance(head, nn.Module) and _close(head(fmap), emb):
-                out = head(cells.reshape(b * h * w, c, 1, 1))
-                return out.reshape(b, h, w, -1), (f"{name} (a head on the feature map) applied to each cell as a "
-                                                  "1x1 map: an approximation where it pools after a nonlinearity")
+            if not isinstance(head, nn.Module) or not _close(head(fmap if on_map else fmap.mean(dim=(2, 3))), emb):
+                continue
+            per_cell = head(cells.reshape(b * h * w, c, 1, 1) if on_map else cells).reshape(b, h, w, -1)
+            where = "a head on the feature map, applied to each cell as a 1x1 map" if on_map else \
+                "a head on pooled features, applied to each cell's feature vector"
+            if _close(per_cell.mean(dim=(1, 2)), emb):
+                return per_cell, f"{name} ({where}): exact, the mean of the cell embeddings is the image embedding"
+            return per_cell, (f"{name} ({where}): an approximation, the head is non-linear after pooling, so the "
+                              "mean of the cell embeddings is not the image embedding")
     raise ConfigError(f"{subject.root}: the image embedding is not a known head of the encoder's feature map, so it "
                       "cannot be applied per cell")
 

@@ -73,7 +73,6 @@ def tsne_plot(points: np.ndarray, colours: Sequence[Any], label: str, path: Path
     ax = fig.add_subplot(1, 1, 1)
     values = [str(c) for c in colours]
     kinds = sorted(set(values))
-    cmap = fig.colormaps["tab10"] if hasattr(fig, "colormaps") else None
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]

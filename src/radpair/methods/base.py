@@ -209,6 +209,10 @@ class BuildContext:
     text_encoder: Any  # TextEncoderConfig
     tokenizer: Any = None
     data: Any = None  # DataConfig, for methods whose needs depend on it
+    training: bool = False
+    """True when the loop builds the method to train it; False when a finished run is
+    rebuilt to load its weights (start weights are then absent on purpose), so checks
+    that only make sense before training (a frozen encoder needs start weights) are skipped."""
 
 
 class Method(nn.Module):

@@ -375,7 +375,8 @@ class TieNet(Method):
                                       "classifier is multi-label (binary columns)")
                 n_classes = schema.n_outputs(len(spec.output_columns))
         encoder = build_image_encoder(parts.image_encoder) if cfg.reads_images else None
-        if cfg.freeze_image_encoder and encoder is not None and not getattr(parts.image_encoder, "weights", None):
+        if (parts.training and cfg.freeze_image_encoder and encoder is not None
+                and not getattr(parts.image_encoder, "weights", None)):
             raise ConfigError("method.freeze_image_encoder needs image_encoder.weights (a frozen random encoder "
                               "learns nothing)")
         max_length = cfg.text_max_length or getattr(parts.text_encoder, "max_length", None) or 128

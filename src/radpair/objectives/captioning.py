@@ -41,11 +41,21 @@ def teacher_forced(ids: torch.Tensor, mask: torch.Tensor, ignore_index: int = -1
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
                     label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over the real target tokens of a batch ([B, T, V] logits, [B, T]
-    targets). A batch with no real target (every row ``[BOS][EOS]``-less) gives 0 with a
-    gradient, never NaN."""
+    """Mean cross-entropy over the real target tokens of the *global* batch ([B, T, V]
+    logits, [B, T] targets).
+
+    Each process divides its token sum by the all-reduced token count over the world size,
+    so the loop's average of the processes' gradients is the gradient of the global token
+    mean: processes holding short reports do not weigh more. On one process this is the
+    plain token mean. No real target anywhere gives 0 with a gradient, never NaN."""
     flat = targets.reshape(-1)
-    if not bool((flat != ignore_index).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=ignore_index,
-                           label_smoothing=label_smoothing)
+    real = flat != ignore_index
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=ignore_index,
+                            label_smoothing=label_smoothing, reduction="sum")
+    count = real.sum().float().reshape(1)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        if world > 1:
+            torch.distributed.all_reduce(count)
+            count = count / world
+    return total / count.clamp_min(1.0).squeeze(0)

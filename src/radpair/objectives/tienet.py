@@ -40,9 +40,10 @@ def balance_betas(n_pos, n_neg, form: str = "tienet"):
     ``tienet`` is Eq. (6) as printed in TieNet: β_P = |N|/(|P|+|N|), β_N = |P|/(|P|+|N|).
     ``chestxray8`` is the form of Wang et al. 2017 that TieNet cites: β_P = (|P|+|N|)/|P|,
     β_N = (|P|+|N|)/|N|. Both weigh a positive |N|/|P| times a negative; they differ by the
-    factor (|P|+|N|)²/(|P||N|) >= 4, which moves the balance against L_R (so α). A count of
-    zero gives weight 0 to the side that has no instance (it has nothing to weigh) and
-    never a division by zero. Works on numpy arrays and tensors alike.
+    factor (|P|+|N|)²/(|P||N|) >= 4, which moves the balance against L_R (so α). Never a
+    division by zero: with the ``tienet`` form a class with no positive (|P| = 0) gets
+    β_N = 0, so its negatives weigh nothing, exactly as the printed formula says; with
+    ``chestxray8`` the side with no instance gets 0. Works on numpy arrays and tensors alike.
     """
     if form not in BETA_FORMS:
         raise ValueError(unknown_choice_message("beta form", form, BETA_FORMS))

@@ -143,7 +143,14 @@ def _write(root: Path, name: str, src: Source, prep, thresholds, calibration, st
         shutil.copytree(src.tokenizer_dir, root / F.TOKENIZER)
     onnx_info = None
     if onnx:
+        from radpair.generation.runs import can_generate
         from radpair.package.onnx import export_onnx
+
+        method = getattr(model, "method", None)
+        if method is not None and can_generate(method):
+            raise ConfigError("--onnx: this model writes a report before it classifies (a decoding loop with a "
+                              "data-dependent stop), which an ONNX graph of one forward pass cannot hold; export "
+                              "without --onnx")
 
         onnx_info = export_onnx(model, prep.size, root / F.ONNX)
         log(f"[export] ONNX graph: {root / F.ONNX}" + (f" (max |onnx - torch| {onnx_info['max_abs_diff_vs_torch']:.2e})"

@@ -3,7 +3,8 @@
 A package travels by e-mail, USB stick and shared drives; a half-copied weights file or a
 hand-edited threshold still loads and predicts, just wrongly. So every file's hash is
 written into ``card.json`` at export and checked on every load, and a failure names the
-file, not just "corrupt package".
+file, not just "corrupt package". This guards against damage and accidental edits; it is
+not a signature (``card.json`` itself is not hashed), and loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def verify_files(root: Path, card: dict[str, Any]) -> dict[str, str]:
         if name not in files:
             raise DataError(f"{root / CARD}: does not list {name}, which every package holds")
     for rel, expected in files.items():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise DataError(f"{root / CARD}: lists {rel!r}, which is not a path inside the package")
         path = root / rel
         if not path.is_file():
             raise DataError(f"{path}: missing from the model package (card.json lists it with SHA-256 {expected[:12]}…)")
@@ -82,6 +85,13 @@ def verify_files(root: Path, card: dict[str, Any]) -> dict[str, str]:
         if got != expected:
             raise DataError(f"{path}: SHA-256 mismatch, the file was altered or is corrupt "
                             f"(card.json expects {expected[:12]}…, the file has {got[:12]}…)")
+    tokenizer = root / TOKENIZER
+    if tokenizer.is_dir():  # read by the loader: every file in it must be one card.json vouches for
+        extra = sorted(p.relative_to(root).as_posix() for p in tokenizer.rglob("*") if p.is_file()
+                       and p.relative_to(root).as_posix() not in files)
+        if extra:
+            raise DataError(f"{root / extra[0]}: not listed in card.json, so it cannot be checked; remove it or "
+                            "re-export the package")
     return files
 
 

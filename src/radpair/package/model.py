@@ -116,6 +116,10 @@ class MethodModel(PackagedModel):
         declared = getattr(self.method, "classifier_inputs", None)
         if declared is not None:
             return self.method.classify_inputs({"images": images}, "image")
+        if torch.is_grad_enabled():  # Grad-CAM (--cam): ``predict`` is often wrapped in no_grad for
+            import inspect           # inference; its undecorated body is the same computation
+
+            return inspect.unwrap(type(self.method).predict)(self.method, images)
         return self.method.predict(images)
 
     def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

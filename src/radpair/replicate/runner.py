@@ -313,7 +313,8 @@ def _validate_score(paper: Paper, spec: MethodSpec, run_dir: Path, corpora: dict
     metric = _METRICS.get(protocol.metrics[0], (protocol.metrics[0],))[0]
     cache = run_dir / "validate_score.json"
     stamp = {"done": (run_dir / "DONE").read_text(), "task": protocol.task, "labels": protocol.train_labels,
-             "inputs": arm.inputs, "metric": metric}
+             "inputs": arm.inputs, "metric": metric, "split": "validate",
+             "corpus": _corpus_stamp(corpora[protocol.corpus])}
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("stamp") == stamp:
@@ -401,6 +402,16 @@ def _joint_labelled_rows(protocol: Protocol, runs: dict[str, Path]) -> int | Non
     return None
 
 
+def start_run(paper: Paper, start: str, runs: dict) -> Path:
+    """The run folder an arm's ``start`` names: a method id, or ``supervised-pretrained``,
+    the paper's supervised method trained on its ``supervised_source`` corpus (the schema
+    checks there is exactly such a method)."""
+    if start == "supervised-pretrained":
+        spec = next(m for m in paper.methods if m.method == "supervised" and m.corpus == "supervised_source")
+        return runs[spec.id]
+    return runs[start]
+
+
 def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, runs: dict[str, Path], out: Path,
               device: str, progress: bool, log: Log, arch: str | None = None) -> list[dict]:
     from radpair.transfer import TransferConfig, run_transfer
@@ -431,8 +442,8 @@ def _transfer(paper: Paper, protocol: Protocol, mode: str, corpora: dict, runs: 
         else:
             cfg.n = [str(v) for v in budgets.values]
         starts = sorted({a.start for a in arms})
-        cfg.encoders = [f"{s}={runs[s] / 'image_encoder.safetensors'}" if s != "random" else "random"
-                        for s in starts]
+        cfg.encoders = [f"{s}={start_run(paper, s, runs) / 'image_encoder.safetensors'}" if s != "random"
+                        else "random" for s in starts]
         cfg.arms = [f"{a.start}:{a.protocol}" for a in arms]
         if arch and "arch" not in settings:  # the random start: the pretrained models' architecture
             cfg.arch = arch
@@ -709,7 +720,7 @@ def measured_tables(paper: Paper, transfer: dict[str, list[dict]],
                     wanted = study.get("budget_alias", {}).get(key, key)
                     rows = [s for s in study["results"]["summaries"]
                             if s["arm"] == arm_key and s.get("class") == (cls if by_class else None)
-                            and ("eval" not in sel or s.get("eval", first_eval) == sel["eval"])]
+                            and s.get("eval", first_eval) == sel.get("eval", first_eval)]
                     name = metric
                     if not by_class:
                         present = {s["metric"] for s in rows}
