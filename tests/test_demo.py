@@ -9,10 +9,17 @@ from radpair_train.cli import main
 from radpair_train.demo import StageCache
 
 
-@pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One quick demo for every test that reads its outputs (it is the slow part)."""
+    out = tmp_path_factory.mktemp("quick") / "demo"
     assert main(["demo", "--quick", "--no-progress", "--out", str(out), "n_images=400"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(quick_demo):
+    out = quick_demo
     results = json.loads((out / "results.json").read_text())
     means = results["headline"]["means"]
     assert set(means) == {"convirt:linear", "convirt:frozen-head", "random:linear", "random:finetune"}
@@ -34,7 +41,103 @@ def test_quick_demo_end_to_end(tmp_path):
     assert main(["demo", "--quick", "--no-progress", "--out", str(out), "n_images=400"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert "ConVIRT pretraining" not in again["stage_seconds"] and "synthetic corpus" not in again["stage_seconds"]
-    assert again["headline"] == results["headline"]
+    assert not {"model package", "explanations", "localisation"} & set(again["stage_seconds"])
+    assert again["headline"] == results["headline"] and again["package"] == results["package"]
+
+
+@pytest.mark.slow
+def test_quick_demo_page_ends_with_explanations_localisation_and_package(quick_demo):
+    out = quick_demo
+    page, page_html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    heads = [line for line in page.splitlines() if line.startswith("## ")]
+    assert heads[-3:] == ["## Explanations", "## Localisation against the drawn findings", "## Model package"]
+    overlays = [line[line.index("](") + 2:-1] for line in page.splitlines()
+                if line.startswith("![") and "gradcam" in line]
+    assert len(overlays) == 6 and all((out / f).is_file() for f in overlays)
+    for f in overlays:
+        Image.open(out / f).verify()
+    assert page_html.count("data:image/png;base64") >= 6 + 2 and "<h2>Model package</h2>" in page_html
+    assert "| finding | images | chance | model | pointing game | mass share |" in page
+    results = json.loads((out / "results.json").read_text())
+    loc = results["localisation"]
+    assert loc["available"] and loc["images"] > 0
+    arm = results["package"]["arm"]
+    rows = [line for line in page.splitlines() if line.startswith("| ") and line.count("|") == 7]
+    assert any(f"| {arm} (package) |" in r for r in rows) and any("| centre |" in r for r in rows)
+    if arm != "random:finetune":
+        assert any("| random:finetune (from scratch) |" in r for r in rows)
+    for s in loc["scores"]:
+        assert 0.0 <= s["value"] <= 1.0 and s["ci_low"] is not None and s["ci_high"] is not None
+    assert f"radpair predict --model {out / 'package'}" in page
+
+
+@pytest.mark.slow
+def test_quick_demo_package_loads_and_predicts_png_files(quick_demo, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from radpair.data.corpus import Corpus
+    from radpair.package import load_package, predict
+
+    pkg = load_package(quick_demo / "package")
+    corpus = Corpus.open(quick_demo / "corpus")
+    test = corpus.split_index("test")
+    files = []
+    for k, row in enumerate(test.iloc[:2].itertuples()):
+        f = tmp_path / f"img{k}.png"
+        Image.fromarray(corpus.read_images(np.array([row.image_index]))[0]).save(f)
+        files.append(f)
+    csv = tmp_path / "pred.csv"
+    predict(pkg, files, csv, log=lambda m: None)
+    frame = pd.read_csv(csv)
+    assert frame["path"].tolist() == [str(f) for f in files]
+    assert set(frame["status"]) <= {"ok", "flagged"}
+    probs = frame[[f"p_{c}" for c in pkg.class_names]].to_numpy(dtype=float)
+    assert probs.shape == (2, 7) and np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
+
+
+@pytest.mark.slow
+def test_quick_demo_package_arm_was_chosen_on_validate(quick_demo):
+    import copy
+
+    from radpair.transfer.results import TransferResult
+    from radpair_train.demo import choose_package_arm
+
+    results = json.loads((quick_demo / "results.json").read_text())
+    chosen = results["package"]
+    assert chosen["split"] == "validate" and chosen["test_used"] is False and chosen["budget"] == "all"
+    card = json.loads((quick_demo / "package" / "card.json").read_text())
+    labels = json.loads((quick_demo / "package" / "labels.json").read_text())
+    assert card["provenance"]["arm"] == chosen["arm"] and card["provenance"]["budget"] == "all"
+    assert labels["thresholds"]["split"] == "validate"
+    # the recorded validation scores of the kept settings decide, and nothing else
+    transfer = TransferResult.load(quick_demo / "transfer" / "results.json")
+    means = {}
+    for arm in transfer.arm_keys:
+        vals = [e["val_score"] for c in transfer.cells_for(arm, "all") for e in c.selection
+                if all(e.get(k) == v for k, v in c.chosen.items()) and e["val_score"] is not None]
+        means[arm] = sum(vals) / len(vals)
+    assert chosen["arm"] == max(means, key=means.get)
+    assert chosen["val_scores"] == pytest.approx(means, abs=1e-4)
+    # test scores that rank the arms the other way round change nothing
+    flipped = copy.deepcopy(transfer)
+    for c in flipped.cells:
+        c.metrics = {"values": {k: -means[c.arm] for k in ("macro_auc", "macro_ap")}}
+    flipped.summaries = [{**s, "mean": -means[s["arm"]]} for s in flipped.summaries]
+    assert choose_package_arm(flipped)["arm"] == chosen["arm"]
+
+
+def test_localisation_without_masks_says_so(tmp_path):
+    from types import SimpleNamespace
+
+    from radpair.evaluation.transfer_page import render_markdown
+    from radpair_train.demo import DemoExplainConfig, _localise, explanation_blocks
+
+    corpus = SimpleNamespace(has_masks=False, root=tmp_path / "old_corpus")
+    loc = _localise(tmp_path / "loc", DemoExplainConfig(), None, {"arm": "a:linear"}, corpus, tmp_path, print)
+    assert loc["available"] is False and "old_corpus" in loc["reason"] and "masks" in loc["reason"]
+    page = render_markdown(explanation_blocks(tmp_path, None, loc, None))
+    assert "## Localisation against the drawn findings" in page and "Not scored: the corpus at" in page
 
 
 def test_a_changed_stage_config_is_redone_and_says_why(tmp_path):

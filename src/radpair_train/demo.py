@@ -15,6 +15,12 @@ generator's drawn truth. Methods that learn to write the report (``--methods
 radtex_captioning,tienet``) also write it for the first test images, scored against the
 originals (``generation/<method>/``), and the page shows a sample beside the originals.
 
+The page ends with what a user takes away: ``package/``, the transfer arm whose kept
+settings scored best on the validation draws at the largest budget (never on test),
+exported for ``radpair predict``; Grad-CAM overlays of that package on test images
+(``explain/``); and those maps, with the from-scratch model's, scored against the regions
+the generator drew, beside the centre-of-image baseline (``localisation/``).
+
 Every stage's output is keyed on a hash of the settings that made it (``stages.json``): a
 rerun reuses a finished stage, and redoes a stage (and everything after it) whose settings
 changed, saying which keys changed.
@@ -121,6 +127,25 @@ class DemoGenerationConfig:
 
 
 @dataclass
+class DemoExplainConfig:
+    """The page's last sections: Grad-CAM overlays of the package, and those maps (and the
+    from-scratch model's) scored against the regions the generator drew."""
+
+    images: int = 6
+    """Test images (the first in corpus order) with Grad-CAM overlays on the page."""
+    localisation_images: int | None = 1000
+    """Test images (PA/AP, showing a finding; the first in corpus order) scored; ``None``: all."""
+    n_bootstrap: int = 1000
+
+    def validate(self) -> None:
+        if self.images < 1 or (self.localisation_images is not None and self.localisation_images < 1):
+            raise ConfigError("explain.images and explain.localisation_images must be >= 1 "
+                              "(localisation_images: or null for all)")
+        if self.n_bootstrap < 0:
+            raise ConfigError("explain.n_bootstrap must be >= 0")
+
+
+@dataclass
 class DemoConfig:
     """Everything the demo does, in one typed tree (override with key=value)."""
 
@@ -147,6 +172,9 @@ class DemoConfig:
     ``{chauhan_ranking: {impostors: batch}}``. RadTex and TieNet start from their CPU presets'
     sizes (``DEMO_METHOD_OPTIONS``)."""
     generation: DemoGenerationConfig = field(default_factory=DemoGenerationConfig)
+    explain: DemoExplainConfig = field(default_factory=DemoExplainConfig)
+    """The model package (the arm chosen on validation), its explanations and their
+    localisation scores."""
 
     def validate(self) -> None:
         from radpair.methods import method_class
@@ -174,6 +202,7 @@ def quick_config() -> DemoConfig:
     t.finetune.max_steps, t.finetune.min_steps, t.finetune.eval_every, t.finetune.patience = 40, 10, 10, 3
     # METEOR's Java start-up is ~17 s per method, longer than the quick run's pretraining
     cfg.generation = replace(cfg.generation, meteor=False, n_bootstrap=100)
+    cfg.explain = replace(cfg.explain, localisation_images=60, n_bootstrap=200)
     return cfg
 
 
@@ -386,6 +415,10 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     blocks = [RawMarkdown(_method_compute(out, cfg.methods, stages.times))] if len(cfg.methods) > 1 else []
     blocks += generated_reports_blocks(generation)
     blocks.append(RawMarkdown(extra))
+    package, package_key = _package_stage(out, result, corpus, t_key, cache, stages, log)
+    explanations = _explain_stage(out, cfg.explain, corpus, package_key, cache, stages, progress)
+    localisation = _localisation_stage(out, cfg.explain, result, package, corpus, package_key, cache, stages, log)
+    blocks += explanation_blocks(out, explanations, localisation, package)
     pages = write_transfer_report(out, result, title="radpair demo: report-supervised pretraining on the synthetic corpus",
                                   notes=notes, extra_blocks=blocks, run_dir=out / "transfer",
                                   highlight=[(a, b) for a, b in HEADLINE_PAIRS if {a, b} <= set(result.arm_keys)])
@@ -399,6 +432,10 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
         "headline": headline,
         "transfer_results": str(out / "transfer" / "results.json"),
         "generation": generation,
+        "package": package,
+        "explanations": {"folder": str(out / EXPLAIN_DIR), "gradcam": explanations.get("gradcam"),
+                         "files": [f for i in explanations.get("items", []) for f in (i.get("files") or {}).values()]},
+        "localisation": {k: v for k, v in localisation.items() if k != "differences"},
         "stage_seconds": stages.times,
         "stage_keys": {k: v.get("key") for k, v in cache.data.items()},
         "total_seconds": round(time.perf_counter() - t_start, 1),
@@ -555,6 +592,266 @@ def generated_reports_blocks(generation: dict[str, dict[str, Any]]) -> list:
                               r["generated"] or "(empty)", r["generated_labels"]] for r in g.get("sample", [])],
                             escape_html=True))
     return blocks
+
+
+
+# ---- the model package, its explanations and their localisation ---------------------------------
+PACKAGE_DIR, PACKAGE_CHOICE = "package", "package_choice.json"
+EXPLAIN_DIR, LOCALISATION_DIR, LOCALISATION_FILE = "explain", "localisation", "localisation.json"
+SCRATCH_ARM = "random:finetune"
+
+
+def choose_package_arm(result, corpus: Corpus | None = None) -> dict[str, Any]:
+    """The arm the demo hands out: at the budget with the most labels, the arm whose kept
+    settings scored best on the validation draws (mean over repeats of ``val_score``, the
+    score each cell's own selection recorded for the setting it kept).
+
+    Test scores are never read: a package picked on test would carry an optimistic card.
+    Every arm of one repeat was scored on the same validation images, so the means compare.
+    """
+    from radpair.tasks.spec import resolve_split
+
+    if not result.cells:
+        raise ConfigError("the transfer run has no finished cell to package")
+
+    def most(budget: str) -> int:
+        return max((c.n_train for c in result.cells if c.budget == budget), default=-1)
+
+    budget = max(result.budgets, key=most)
+    scores: dict[str, float | None] = {}
+    repeats: dict[str, list[dict[str, Any]]] = {}
+    for arm in result.arm_keys:
+        kept = []
+        for c in result.cells_for(arm, budget):
+            s = [e.get("val_score") for e in c.selection if all(e.get(k) == v for k, v in c.chosen.items())]
+            kept.append({"repeat": c.repeat, "chosen": c.chosen, "val_score": s[0] if s else None})
+        ok = [float(k["val_score"]) for k in kept if k["val_score"] is not None]
+        repeats[arm] = kept
+        scores[arm] = _round(float(np.mean(ok))) if ok else None
+    ranked = [a for a in result.arm_keys if scores[a] is not None]
+    if not ranked:
+        raise ConfigError(f"no arm has a validation score at budget {budget}: nothing to choose the package on")
+    best = max(ranked, key=lambda a: scores[a])  # ties: the first arm in the study's order
+    split = str(result.task.get("validate_split", "validate"))
+    if corpus is not None:
+        split = resolve_split(corpus, split)
+    return {"arm": best, "arm_label": result.arm_label(best), "budget": budget, "split": split,
+            "score": "val_score: the validation macro AUC of the setting each repeat kept, mean over repeats",
+            "val_scores": scores, "repeats": repeats, "test_used": False}
+
+
+def _package_stage(out: Path, result, corpus: Corpus, upstream: str, cache: StageCache, stages: _Stages,
+                   log: Callable[[str], None]) -> tuple[dict[str, Any], str]:
+    """Export the validation-chosen arm as ``<out>/package``; a rerun keeps the folder when
+    the choice and the cells it rests on are unchanged."""
+    choice = choose_package_arm(result, corpus)
+    cells = [{"arm": c.arm, "repeat": c.repeat, "chosen": c.chosen, "subset": c.subset}
+             for c in result.cells if c.budget == choice["budget"]]
+    settings = {"choice": {k: choice[k] for k in ("arm", "budget", "split", "val_scores")}, "cells": cells}
+    key = cache.key(settings, upstream)
+    record = out / PACKAGE_CHOICE
+    if cache.fresh("package", key, settings, [out / PACKAGE_DIR, record]):
+        return json.loads(record.read_text()), key
+
+    def export() -> dict[str, Any]:
+        from radpair.package import export_package
+
+        pkg = export_package(out / PACKAGE_DIR, transfer_run=out / "transfer", arm=choice["arm"],
+                             budget=choice["budget"], corpus=corpus.root, overwrite=True,
+                             log=lambda m: log(f"  {m}"))
+        card = json.loads((pkg / "card.json").read_text())
+        labels = json.loads((pkg / "labels.json").read_text())
+        return {**choice, "path": str(pkg), "repeat": card["provenance"].get("repeat"),
+                "n_train": card["provenance"].get("n_train"), "chosen": card["provenance"].get("chosen"),
+                "thresholds_split": (labels.get("thresholds") or {}).get("split"),
+                "temperature": (labels.get("temperature") or {}).get("temperature"),
+                "class_names": card.get("class_names"),
+                "predict_command": f"radpair predict --model {shlex.quote(str(pkg))} IMAGES_OR_FOLDER... "
+                                   "-o predictions.csv [--cam cams/]"}
+
+    summary = stages.run("model package", export)
+    atomic_write_text(record, json.dumps(summary, indent=2, default=float))
+    cache.done("package", key, settings)
+    return summary, key
+
+
+def _explain_stage(out: Path, ecfg: "DemoExplainConfig", corpus: Corpus, upstream: str, cache: StageCache,
+                   stages: _Stages, progress: bool) -> dict[str, Any]:
+    """Grad-CAM overlays of the package on the first test images: what the handed-out model
+    looked at, shown where a reader decides whether to trust it."""
+    folder = out / EXPLAIN_DIR
+    settings = {"images": ecfg.images, "split": "test", "checkpoint": PACKAGE_DIR}
+    key = cache.key(settings, upstream)
+    record = folder / "explanations.json"
+    if not cache.fresh("explanations", key, settings, [folder, record]):
+        from radpair.explain import explain_run
+
+        stages.run("explanations", lambda: explain_run(out / PACKAGE_DIR, folder, corpus=corpus, split="test",
+                                                       limit=ecfg.images, tsne=False, progress=progress))
+        cache.done("explanations", key, settings)
+    return json.loads(record.read_text())
+
+
+def _localisation_stage(out: Path, ecfg: "DemoExplainConfig", result, package: dict[str, Any], corpus: Corpus,
+                        upstream: str, cache: StageCache, stages: _Stages, log: Callable[[str], None]) -> dict:
+    """The package's Grad-CAM and the from-scratch model's, scored against the regions the
+    generator drew (pointing game, mass share) beside the centre-of-image baseline."""
+    folder = out / LOCALISATION_DIR
+    settings = {"images": ecfg.localisation_images, "n_bootstrap": ecfg.n_bootstrap, "split": "test",
+                "scratch_arm": SCRATCH_ARM, "masks": corpus.has_masks}
+    key = cache.key(settings, upstream)
+    record = folder / LOCALISATION_FILE
+    if cache.fresh("localisation", key, settings, [folder, record]):
+        return json.loads(record.read_text())
+    summary = stages.run("localisation", lambda: _localise(folder, ecfg, result, package, corpus, out, log))
+    atomic_write_text(record, json.dumps(summary, indent=2, default=float))
+    cache.done("localisation", key, settings)
+    return summary
+
+
+def _localise(folder: Path, ecfg: "DemoExplainConfig", result, package: dict[str, Any], corpus: Corpus, out: Path,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    from radpair.evaluation.localisation import evaluate_localisation
+    from radpair.explain import gradcam, load_subject
+    from radpair.tasks.spec import resolve_split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not corpus.has_masks:
+        return {"available": False, "reason": f"the corpus at {corpus.root} has no ground-truth masks (masks.json; "
+                                              "corpora generated before masks existed have none): regenerate it to "
+                                              "score the explanations"}
+    models = {f"{package['arm']} (package)": out / PACKAGE_DIR}
+    notes = []
+    if package["arm"] == SCRATCH_ARM:
+        notes.append(f"the package's arm is the from-scratch model ({SCRATCH_ARM}) itself")
+    elif SCRATCH_ARM in result.arm_keys:
+        from radpair.package import export_package
+
+        scratch = export_package(folder / "scratch_package", transfer_run=out / "transfer", arm=SCRATCH_ARM,
+                                 budget=package["budget"], corpus=corpus.root, feature_sample=0, overwrite=True,
+                                 log=lambda m: None)
+        models[f"{SCRATCH_ARM} (from scratch)"] = scratch
+    else:
+        notes.append(f"the transfer study has no {SCRATCH_ARM} arm: no from-scratch row")
+    index = corpus.split_index(resolve_split(corpus, str(result.task.get("test_split", "test"))))
+    views = result.task.get("views") or []
+    if views and "view" in index.columns:
+        index = index[index["view"].astype(str).isin(views)]
+    findings = [f for f in result.class_names if f in _mask_channels(corpus)]
+    rows = index["image_index"].to_numpy(dtype=np.int64)
+    present = np.stack([corpus.masks(rows, f).reshape(len(rows), -1).any(axis=1) for f in findings]) \
+        if findings else np.zeros((0, len(rows)), bool)
+    keep = np.flatnonzero(present.any(axis=0))
+    if ecfg.localisation_images:
+        keep = keep[: ecfg.localisation_images]
+    if not findings or keep.size == 0:
+        return {"available": False, "reason": "no test image shows a finding the package predicts"}
+    rows, patients = rows[keep], index["patient_id"].astype(str).to_numpy()[keep]
+    masks = {f: corpus.masks(rows, f) for f in findings}
+    images = corpus.read_images(rows)
+    saliency: dict[str, dict[str, np.ndarray]] = {}
+    layers = {}
+    for name, path in models.items():
+        subject = load_subject(path)
+        saliency[name] = {}
+        for f in findings:
+            sel = np.flatnonzero(masks[f].reshape(len(rows), -1).any(axis=1))
+            if sel.size == 0:
+                continue
+            cam = gradcam(subject, subject.to_tensor(images[sel]), f, batch_size=64)
+            full = np.zeros((len(rows), *cam.maps.shape[1:]), dtype=np.float32)
+            full[sel] = cam.maps
+            saliency[name][f] = full
+            layers[name] = f"{cam.layer.name} ({cam.layer.cells[0]}x{cam.layer.cells[1]} cells)"
+    res = evaluate_localisation(saliency, masks, patients, n_bootstrap=ecfg.n_bootstrap, seed=0,
+                                baselines=("centre",))
+    (folder / "localisation.md").write_text(res.to_markdown())
+    return {"available": True, "images": int(len(rows)), "models": {k: str(v) for k, v in models.items()},
+            "layers": layers, "notes": notes, **res.to_dict()}
+
+
+def _mask_channels(corpus: Corpus) -> tuple[str, ...]:
+    from radpair.data.synth.masks import CorpusMasks
+
+    return CorpusMasks.open(corpus.root, corpus.images.shape).channels
+
+
+def explanation_blocks(out: Path, explanations: dict[str, Any] | None, localisation: dict[str, Any] | None,
+                       package: dict[str, Any] | None) -> list:
+    """The page's last three sections: what the handed-out model looked at, whether that is
+    where the findings were drawn, and the package itself with how it was chosen."""
+    from radpair.evaluation.transfer_page import Code, Heading, Image, Paragraph, Table
+
+    blocks: list = []
+    if explanations is not None:
+        g = explanations.get("gradcam") or {}
+        blocks += [Heading("Explanations"), Paragraph(
+            f"Grad-CAM of the model package (below) on the first test images, layer `{g.get('layer')}` "
+            f"({'x'.join(map(str, g.get('cells') or []))} cells); the score explained: {g.get('target')}. "
+            f"Every overlay and the page of `radpair explain`: `{EXPLAIN_DIR}/index.html`. A map shows where the "
+            "score is sensitive, not that the model is right; the localisation table says how often such maps "
+            "point at the drawn finding.")]
+        for item in explanations.get("items", []):
+            f = (item.get("files") or {}).get("Grad-CAM")
+            if item.get("status") == "ok" and f:
+                blocks.append(Image(f"{EXPLAIN_DIR}/{Path(f).name}",
+                                    f"{item['input'].split(':')[-1]}: Grad-CAM of {item.get('target')}"))
+            elif item.get("status") != "ok" or item.get("not_available"):
+                why = item.get("reason") or "; ".join(f"{k}: {v}" for k, v in (item.get("not_available") or {}).items())
+                blocks.append(Paragraph(f"{item['input']}: no overlay ({why})."))
+    if localisation is not None:
+        blocks.append(Heading("Localisation against the drawn findings"))
+        if not localisation.get("available"):
+            blocks.append(Paragraph(f"Not scored: {localisation.get('reason')}."))
+        else:
+            pct = int(round(float(localisation.get("confidence", 0.95)) * 100))
+            blocks.append(Paragraph(
+                f"Grad-CAM of each model for each finding it predicts, on {localisation['images']} test images "
+                f"(PA/AP) that show a finding, scored on the images showing that finding against the region the "
+                f"generator drew: pointing game (the map's peak inside the region) and mass share (the map's "
+                f"positive mass inside it), mean with {pct}% patient-bootstrap intervals "
+                f"({localisation.get('n_bootstrap')} replicates). `centre` is a Gaussian at the image centre; "
+                "chance is the region's share of the image (a uniform map's score on both). Cardiomegaly and "
+                "edema regions are large and central: only a model that beats `centre` there, and the focal "
+                "findings, says anything (`docs/explanations.md`). Layers: "
+                + "; ".join(f"{k} `{v}`" for k, v in (localisation.get("layers") or {}).items()) + "."))
+            scores = {(s["method"], s["finding"], s["metric"]): s for s in localisation.get("scores", [])}
+            methods = list(dict.fromkeys(s["method"] for s in localisation.get("scores", [])))
+            rows = []
+            for finding, chance in localisation.get("chance", {}).items():
+                for m in methods:
+                    pg, ms = scores.get((m, finding, "pointing_game")), scores.get((m, finding, "mass_share"))
+                    if pg is None:
+                        continue
+                    rows.append([finding, str((localisation.get("n_images") or {}).get(finding, "")), _fmt3(chance), m,
+                                 _ci(pg), _ci(ms)])
+            blocks.append(Table(["finding", "images", "chance", "model", "pointing game", "mass share"], rows))
+            for n in localisation.get("notes", []):
+                blocks.append(Paragraph(f"Note: {n}."))
+            blocks.append(Paragraph(f"Paired differences and every number: `{LOCALISATION_DIR}/localisation.md`, "
+                                    f"`{LOCALISATION_DIR}/{LOCALISATION_FILE}`."))
+    if package is not None:
+        rel = Path(package["path"]).name
+        blocks += [Heading("Model package"), Paragraph(
+            f"`{rel}/` holds **{package['arm_label']}** at budget {package['budget']} (repeat {package.get('repeat')}, "
+            f"{package.get('n_train')} labelled images, setting {package.get('chosen')}): the arm whose kept settings "
+            f"scored best on the **{package['split']}** split (mean validation macro AUC over repeats at the budget "
+            f"with the most labels). Test scores played no part in the choice; the card (`{rel}/README.md`) "
+            f"reports them. Thresholds chosen on split `{package.get('thresholds_split')}`; it loads with radpair "
+            "alone (`radpair.package.load_package`), never unpickles, and checks every file's SHA-256.")]
+        blocks.append(Table(["arm", f"validation score at {package['budget']}", "packaged"],
+                            [[a, _fmt3(s), "yes" if a == package["arm"] else ""]
+                             for a, s in package["val_scores"].items()]))
+        blocks.append(Paragraph("Apply it to DICOM, PNG or JPEG files (one CSV row per file, unreadable ones "
+                                "with their reason):"))
+        blocks.append(Code(package["predict_command"]))
+    return blocks
+
+
+def _ci(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "–"
+    return f"{_fmt3(s.get('value'))} [{_fmt3(s.get('ci_low'))}, {_fmt3(s.get('ci_high'))}]"
 
 
 def _fmt3(x: Any) -> str:

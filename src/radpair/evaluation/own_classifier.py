@@ -114,7 +114,7 @@ def _text_tables(model_cfg: dict, method_cfg, rows: np.ndarray, corpus, tokenize
 def evaluate_own_classifier(run_dir: str | Path, corpus, task: str, *, test_labels: str | None = None,
                             inputs: str = "image", split: str = "test", n_bootstrap: int = 1000, seed: int = 0,
                             device: str = "cpu", batch_size: int = 256, confidence: float = 0.95,
-                            cache: dict | None = None) -> dict[str, Any]:
+                            cache: dict | None = None, metrics_out: list | None = None) -> dict[str, Any]:
     """``{"values", "ci", "per_class", "n_positive", "n_test", ...}`` of the run's own classifier
     reading ``inputs`` on ``task``'s ``split`` (``test``, ``validate`` or ``all``: every row,
     for a corpus that is a test set as a whole).
@@ -159,6 +159,8 @@ def evaluate_own_classifier(run_dir: str | Path, corpus, task: str, *, test_labe
     patients = index["patient_id"].astype(str).to_numpy()[rows]
     draws = BootstrapDraws.draw(patients, n_bootstrap, seed) if n_bootstrap else None
     metrics = score_task(labels.kind, labels.y, labels.mask, p, names, draws=draws, confidence=confidence)
+    if metrics_out is not None:  # the TaskMetrics itself, for paired comparisons of two classifiers
+        metrics_out.append(metrics)
     out = metrics.to_dict()
     out["n_test"] = int(len(rows))
     out["inputs"] = inputs

@@ -1293,5 +1293,5 @@ def write_transfer_report(
     return {"markdown": md_path, "html": html_path, **figures}
 
 
-__all__ = ["Heading", "Paragraph", "RawMarkdown", "Table", "markdown_to_html", "pooled_reliability", "roc_units",
+__all__ = ["Bullets", "Code", "Heading", "Image", "Paragraph", "RawMarkdown", "Table", "markdown_to_html", "pooled_reliability", "roc_units",
            "write_transfer_report"]
