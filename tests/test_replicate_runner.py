@@ -191,7 +191,11 @@ def test_tienet_quick_run_fills_tables_1_and_2(tmp_path, monkeypatch):
         assert set(row) == {c for c in every if c.endswith(".n") or c.split(".")[0] not in empty}, row_id
     assert set(table1["avg"]) == every and table1["avg"]["cx14.igr"][1] is not None  # macro AUC with its CI
     assert table1["avg"]["hand.n"][0] == sum(table1[f]["hand.n"][0] for f in findings)
-    assert set(table2) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "ce_f1"}  # METEOR off: not measured
+    # METEOR off: not measured; CE-F1 needs the CheXpert phrase lists, which a fresh clone lacks
+    from test_demo import chexpert_available
+
+    ce = {"ce_f1"} if chexpert_available() else set()
+    assert set(table2) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l"} | ce
     assert all(set(cells) == {"captioning", "tienet"} for cells in table2.values())
     selection = results["selection"]["tienet"]
     assert selection["chosen"] == {"alpha": 0.5} and selection["candidates"][0]["validate"] is not None
@@ -199,7 +203,10 @@ def test_tienet_quick_run_fills_tables_1_and_2(tmp_path, monkeypatch):
     verdicts = {c["id"]: c["verdict"] for c in results["claims"]}
     assert set(verdicts) == {"igr-beats-image-only", "image-plus-report-best-annotation",
                              "generation-beats-captioning", "generation-states-findings-better"}
-    assert all(v.startswith(("holds here", "does not hold here")) for v in verdicts.values())
+    assert all(v.startswith(("holds here", "does not hold here")) for k, v in verdicts.items()
+               if ce or k != "generation-states-findings-better")
+    if not ce:
+        assert verdicts["generation-states-findings-better"].startswith("undecided")
     text = report.read_text()
     assert "Settings chosen on the validate split" in text and "| alpha=0.5 |" in text
     assert "Paired difference of generated reports: tienet - captioning" in text
