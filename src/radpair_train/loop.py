@@ -44,6 +44,7 @@ from radpair_train.batches import BatchPlan, BatchReader, ExtraRowPlan, PhaseSpa
 from radpair_train.checkpoint import RESUME_IGNORED_KEYS, CheckpointManager, config_changes
 from radpair_train.config import PretrainConfig
 from radpair_train.optim import build_lookahead, build_optimizer, build_scheduler
+from radpair_train.output_dir import check_output_dir  # noqa: F401  (re-exported: callers import it from here)
 from radpair_train.runlog import MetricsLog, progress
 from radpair_train.runtime import DistInfo, environment_info, resolve_device
 
@@ -64,18 +65,6 @@ class RunResult:
     checkpoint: Path | None
 
 
-def check_output_dir(path: str | Path) -> Path:
-    """Create ``path`` or fail now, before any work, if it cannot be written."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        # one probe per process: every process of a distributed launch checks the same folder
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"output folder {str(path)!r} is not writable: {exc.strerror or exc}") from None
-    return path
 
 
 def _subset(dataset: PairDataset, size: int, seed: int, repeat: int) -> np.ndarray:

@@ -251,6 +251,17 @@ class Method(nn.Module):
         return out
 
 
+def special_token_ids(tokenizer: Any, method: str) -> tuple[int, int, int]:
+    """(pad, bos, eos) of a BERT-style tokenizer for a method that writes text: [PAD], and
+    [CLS] / [SEP] read as BOS / EOS (the ids every text field already carries)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    bos, eos = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if bos is None or eos is None:
+        raise ConfigError(f"method {method!r} writes reports and needs a tokenizer with [CLS] (read as BOS) and "
+                          "[SEP] (EOS) tokens")
+    return int(pad), int(bos), int(eos)
+
+
 def build_text_tower(parts: BuildContext, method: str):
     """The BERT text encoder every text-reading method builds from ``parts`` (its tokenizer
     sets the vocabulary and padding id)."""

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from radpair.errors import ConfigError, unknown_choice_message
-from radpair.methods.base import BuildContext, Method, MethodConfig, MethodNeeds, TextField, register_method, text_keys
+from radpair.methods.base import (BuildContext, Method, MethodConfig, MethodNeeds, TextField, register_method,
+                                  special_token_ids, text_keys)
 from radpair.models.image_encoders import build_image_encoder
 from radpair.models.textual_heads import TransformerTextualHead
 from radpair.objectives.captioning import next_token_loss, reverse_tokens, teacher_forced
@@ -73,15 +74,6 @@ class RadTexConfig(MethodConfig):
             raise ConfigError("method.dropout and method.label_smoothing must lie in [0, 1)")
 
 
-def special_ids(tokenizer: Any) -> tuple[int, int, int]:
-    """(pad, bos, eos) of a BERT-style tokenizer: [PAD], [CLS], [SEP]."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bos, eos = tokenizer.cls_token_id, tokenizer.sep_token_id
-    if bos is None or eos is None:
-        raise ConfigError("a captioning method needs a tokenizer with [CLS] (read as BOS) and [SEP] (EOS) tokens")
-    return int(pad), int(bos), int(eos)
-
-
 class VisualProjection(nn.Module):
     """The last feature map [B, C, h, w] as h·w image tokens of the decoder's width."""
 
@@ -109,7 +101,7 @@ class RadTex(Method):
         cfg.validate()
         if parts.tokenizer is None:
             raise ConfigError(f"method {cfg.name!r} needs a tokenizer (text_encoder.tokenizer)")
-        pad, bos, eos = special_ids(parts.tokenizer)
+        pad, bos, eos = special_token_ids(parts.tokenizer, cfg.name)
         head = TransformerTextualHead(len(parts.tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads,
                                       cfg.feedforward_size, cfg.dropout, cfg.max_length, pad,
                                       bidirectional=cfg.direction == "bidirectional", norm_first=cfg.norm_first)

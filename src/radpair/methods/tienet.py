@@ -95,7 +95,7 @@ from torch import nn
 
 from radpair.errors import ConfigError, unknown_choice_message
 from radpair.methods.base import (BuildContext, DatasetStats, LabelNeed, Method, MethodConfig, MethodNeeds, TextField,
-                                  register_method, text_keys)
+                                  register_method, special_token_ids, text_keys)
 from radpair.models.image_encoders import build_image_encoder
 from radpair.objectives.tienet import (BETA_FORMS, attention_penalty, batch_betas, class_count_weights, report_loss,
                                        weighted_bce)
@@ -183,15 +183,6 @@ class TieNetConfig(MethodConfig):
     @property
     def has_aete(self) -> bool:
         return self.variant in ("tienet", "report_only")
-
-
-def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
-    """(pad, bos, eos) of a BERT-style tokenizer: [PAD], [CLS], [SEP]."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bos, eos = tokenizer.cls_token_id, tokenizer.sep_token_id
-    if bos is None or eos is None:
-        raise ConfigError("TieNet needs a tokenizer with [CLS] (read as <START>) and [SEP] (<END>) tokens")
-    return int(pad), int(bos), int(eos)
 
 
 # -- modules ---------------------------------------------------------------------------------------
@@ -361,7 +352,7 @@ class TieNet(Method):
         if cfg.reads_text:
             if parts.tokenizer is None:
                 raise ConfigError(f"method {cfg.name!r} needs a tokenizer (text_encoder.tokenizer)")
-            vocab, special = len(parts.tokenizer), _special_ids(parts.tokenizer)
+            vocab, special = len(parts.tokenizer), special_token_ids(parts.tokenizer, cfg.name)
         n_classes = 0
         if cfg.has_labels:
             n_classes = len(cfg.label_columns)

@@ -186,20 +186,9 @@ def run_matching(args: argparse.Namespace) -> int:
 
 
 def _writable_dir(path: str):
-    import os
-    from pathlib import Path
+    from radpair_train.output_dir import check_output_dir
 
-    from radpair.errors import ConfigError
-
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"output folder {str(out)!r} is not writable: {exc.strerror or exc}") from None
-    return out
+    return check_output_dir(path)
 
 
 def run_generation(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from radpair.data.synth.findings import FINDINGS
 from radpair.errors import DataError
 
 MASKS_FILE, MASKS_META_FILE = "masks.npy", "masks.json"
@@ -36,17 +37,7 @@ MASKS_FORMAT, MASKS_VERSION = "radpair-masks", 1
 
 # the seven label findings first (what a localisation score is asked about), then the two
 # parts of a pneumothorax that a reader looks for separately
-CHANNELS: tuple[str, ...] = (
-    "edema",
-    "cardiomegaly",
-    "pleural_effusion",
-    "pneumothorax",
-    "consolidation",
-    "atelectasis",
-    "nodule",
-    "pneumothorax_line",
-    "pneumothorax_space",
-)
+CHANNELS: tuple[str, ...] = (*FINDINGS, "pneumothorax_line", "pneumothorax_space")
 DEFINITIONS: dict[str, str] = {
     "edema": "the zones the edema grade draws: hila and upper zones (grade 1, cephalization), plus perihilar "
              "haze and the lower lateral interstitial zones (grade 2), plus the perihilar batwing (grade 3); broad",
