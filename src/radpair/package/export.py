@@ -70,16 +70,7 @@ def export_package(out: str | Path, *, transfer_run: str | Path | None = None, a
                                            src.views)
     stats = _feature_stats(src, feature_sample, seed, device, batch_size, log)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write(tmp, out.name, src, prep, thresholds, calibration, stats, onnx, log)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _replace_atomically(out, lambda tmp: _write(tmp, out.name, src, prep, thresholds, calibration, stats, onnx, log))
     log(f"[export] model package: {out}")
     return out
 
@@ -212,14 +203,21 @@ def export_model(out: str | Path, model, class_names: list[str], input_record: d
         values = [0.5] * len(class_names) if thresholds is None else [float(t) for t in thresholds]
         th = {"values": values, "split": None, "chosen_on": "given" if thresholds is not None else "default 0.5"}
     prep = Preprocessing.from_input_record(input_record)
+    _replace_atomically(out, lambda tmp: _write(tmp, out.name, src, prep, th, {"fitted": False, "temperature": 1.0},
+                                                feature_stats, onnx, log))
+    return out
+
+
+def _replace_atomically(out: Path, write) -> None:
+    """Write the package into a sibling temporary folder, then swap it in: an interrupted
+    export never leaves a half-written package where a loader would find it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write(tmp, out.name, src, prep, th, {"fitted": False, "temperature": 1.0}, feature_stats, onnx, log)
+        write(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
