@@ -375,6 +375,8 @@ def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dic
                 continue  # not stated, or descriptive (optimizer name, early stopping rule, loss)
             for target in _HYPER[key]:
                 settings[target] = [value] if target.endswith((".lr", ".weight_decay")) else value
+            if key == "max_steps":  # a paper's stated step count is a cap, not a floor
+                settings["finetune.min_epochs"] = 0.0
         if arm.head and arm.head != "linear" and arm.protocol == "frozen-head":
             settings["frozen_head.head"] = arm.head
         sig = json.dumps(settings, sort_keys=True)

@@ -272,9 +272,16 @@ def _grid(arm: Arm, cfg: TransferConfig) -> list[dict[str, float]]:
     return [{"lr": float(lr), "weight_decay": float(wd)} for lr in s.lr for wd in s.weight_decay]
 
 
-def _settings(arm: Arm, cfg: TransferConfig) -> dict[str, Any]:
-    return to_dict({Protocol.LINEAR: cfg.linear, Protocol.FROZEN_HEAD: cfg.frozen_head,
-                    Protocol.FINETUNE: cfg.finetune}[arm.protocol])
+def _settings(arm: Arm, cfg: TransferConfig, n_train: int) -> dict[str, Any]:
+    """The protocol settings a cell's result depends on. For ``finetune`` that is the step
+    limit the draw gets, not the rule giving it, so a rule change reruns only the cells
+    whose limit it changes."""
+    if arm.protocol is Protocol.FINETUNE:
+        settings = to_dict(cfg.finetune)
+        settings.pop("min_epochs")
+        settings["max_steps"] = cfg.finetune.step_limit(n_train)
+        return settings
+    return to_dict({Protocol.LINEAR: cfg.linear, Protocol.FROZEN_HEAD: cfg.frozen_head}[arm.protocol])
 
 
 def _choose(fits: list[Any], scores: list[tuple[float, float]]) -> int:
@@ -408,7 +415,8 @@ def run_transfer(cfg: TransferConfig, corpus: Corpus | str | Path, out: str | Pa
         for sub in subsets:
             start_fp = {"name": arm.start.name, "sha": start_sha[arm.start.name],
                         "arch": arm.start.arch if arm.start.is_random else None}
-            fp = _sha({**base_fp, "protocol": arm.protocol.value, "start": start_fp, "settings": _settings(arm, cfg),
+            fp = _sha({**base_fp, "protocol": arm.protocol.value, "start": start_fp,
+                       "settings": _settings(arm, cfg, len(sub.train)),
                        "train": sub.manifest.train_sha256, "val": sub.manifest.val_sha256, "repeat": sub.repeat,
                        "budget": sub.budget.key, "save_models": cfg.save_models})
             folder = out / "cells" / arm.dir_name / f"{sub.budget.file_key}-r{sub.repeat}"
@@ -486,7 +494,7 @@ class _CellRunner:
             c.folder.mkdir(parents=True, exist_ok=True)
             meta = {"arm": c.arm.to_dict(), "chosen": grid[j], "task": self.data.spec.name,
                     "class_names": self.data.train.class_names, "schema": self.data.train.schema.to_dict(),
-                    "protocol_settings": _settings(c.arm, self.cfg), "input": _input(self.corpus)}
+                    "protocol_settings": _settings(c.arm, self.cfg, len(c.sub.train)), "input": _input(self.corpus)}
             name = "model.safetensors" if c.arm.protocol is Protocol.FINETUNE else "head.safetensors"
             _safetensors(state, c.folder / name, meta)
             files["weights"] = str((c.folder / name).relative_to(c.folder.parents[2]))

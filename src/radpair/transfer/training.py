@@ -323,7 +323,7 @@ def finetune_one(job: dict[str, Any]) -> GridFit:
     bs = max(2, min(s.batch_size, n))
     steps_per_epoch = max(1, n // bs)
     eval_every = s.eval_every or int(np.clip(steps_per_epoch, 10, 50))
-    total = s.max_steps
+    total = s.step_limit(n)
     warmup = int(round(s.warmup_fraction * total))
     augment = BatchAugment(s.augment) if s.augment.enabled else None
     aug_gen = torch_generator(*job["seed"], 3)
