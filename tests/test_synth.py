@@ -466,3 +466,15 @@ def test_shallow_breath_makes_a_normal_heart_look_larger_only_when_confounded():
     neutral = [render_image(an, Findings(ctr=0.45), "PA", 128, seed=0, detail_seed=0, acquisition=Acq(),
                             config=SynthConfig(distractor_rate=0.0, heart_size_confounding=k)) for k in (0.0, 1.0)]
     assert np.array_equal(*neutral)
+
+
+def test_neutral_shift_knobs_are_the_defaults_and_stay_out_of_cache_keys():
+    """A knob added at a value that draws nothing must not re-make cached corpora."""
+    from radpair.data.synth.config import NEUTRAL_KNOBS
+
+    for name, neutral in NEUTRAL_KNOBS.items():
+        assert getattr(SynthConfig(), name) == neutral, name
+    default = SynthConfig.preset("default")
+    assert set(default.key_dict()) == set(default.to_dict()) - set(NEUTRAL_KNOBS)
+    shifted = SynthConfig.preset("pediatric_shift").key_dict()
+    assert shifted["body_scale"] != 1.0 and shifted["findings_only"]  # a shift is keyed

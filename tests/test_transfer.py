@@ -371,3 +371,28 @@ def test_linear_grid_converges_for_every_c_of_a_wide_grid():
     for m in fit_linear_grid(x, labels, [1e-3, 0.1, 10.0, 1000.0], max_iter=2000, tolerance=1e-9):
         ref = LogisticRegression(C=m.c, tol=1e-12, max_iter=20000).fit(xs, y).predict_proba(xs)[:, 1]
         assert np.abs(m.predict_proba(x)[:, 0] - ref).max() < 0.02, m.c
+
+
+def test_finetune_step_limit_rises_to_min_epochs_on_large_draws_only():
+    from radpair.transfer.config import FinetuneSettings
+
+    s = FinetuneSettings(max_steps=3000, batch_size=32, min_epochs=10)
+    # the calibrated demo: 1,000 labels keep 3,000 steps (96 passes); all 15,625 get 10 passes
+    assert s.step_limit(10) == 3000 and s.step_limit(1000) == 3000 and s.step_limit(15625) == 4880
+    assert FinetuneSettings(min_epochs=0).step_limit(15625) == 3000
+    with pytest.raises(ConfigError, match="min_epochs"):
+        FinetuneSettings(min_epochs=-1).validate()
+
+
+def test_a_changed_step_rule_reruns_only_the_cells_whose_limit_changes(sweep, synth, tmp_path):
+    import shutil
+
+    _, out = sweep
+    shutil.copytree(out, tmp_path / "copy")
+    cfg = _quick(protocols=["finetune"])
+    cfg.finetune.min_epochs = 1  # 10 passes -> 1: the 10-label limit stays 20 steps, the all-label one drops
+    logs: list[str] = []
+    result = run_transfer(cfg, synth, tmp_path / "copy", log=logs.append)
+    assert any("2 of 3 cells done by an earlier run" in line for line in logs), logs
+    n_all = next(c.n_train for c in result.cells if c.budget == "all")
+    assert cfg.finetune.step_limit(n_all) == 20 < _quick().finetune.step_limit(n_all)

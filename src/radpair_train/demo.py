@@ -337,7 +337,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
 
     synth_cfg = SynthConfig.preset(cfg.difficulty)
     corpus_settings = {"seed": cfg.seed, "n_images": cfg.n_images, "image_size": cfg.image_size,
-                       "difficulty": cfg.difficulty, "synth": to_dict(synth_cfg), "generator_version": GENERATOR_VERSION}
+                       "difficulty": cfg.difficulty, "synth": synth_cfg.key_dict(), "generator_version": GENERATOR_VERSION}
     corpus_key = cache.key(corpus_settings)
     if cache.fresh("corpus", corpus_key, corpus_settings, [out / "corpus"]):
         corpus = Corpus.open(out / "corpus")

@@ -17,6 +17,13 @@ from radpair.data.synth.findings import FINDINGS
 from radpair.errors import ConfigError, unknown_choice_message
 
 DIFFICULTIES = ("easy", "classic", "default", "hard", "pediatric_shift")
+NEUTRAL_KNOBS: dict[str, Any] = {
+    "body_scale": 1.0, "chest_aspect": 1.0, "heart_scale": 1.0, "exposure_gamma": 1.0, "exposure_contrast": 1.0,
+    "exposure_brightness": 0.0, "noise_grain": 0.0, "device_rate": 1.0, "findings_only": [],
+    "finding_prevalence": None,
+}
+"""Knobs added after generator version 2 with the value at which they change nothing (see
+:meth:`SynthConfig.key_dict`)."""
 
 
 @dataclass
@@ -198,6 +205,19 @@ class SynthConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """The knobs for a cache key: all of them except the population-shift knobs at their
+        neutral values (:data:`NEUTRAL_KNOBS`). At those values the shift knobs draw nothing,
+        so the corpus is byte-identical to one made before they existed; keyed on every knob,
+        adding them re-made every cached demo corpus and with it every pretraining and
+        transfer cell downstream (the seed-2 demo corpus re-made with them has the same pixels
+        as before). A knob added later belongs in ``NEUTRAL_KNOBS`` on the same condition."""
+        d = to_dict(self)
+        for name, neutral in NEUTRAL_KNOBS.items():
+            if d.get(name) == neutral:
+                d.pop(name)
+        return d
 
 
 # every preset keeps distractor_illness_link at its default 0: difficulty should come from
