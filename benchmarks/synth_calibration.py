@@ -19,6 +19,8 @@ report-supervised method:
     python benchmarks/synth_calibration.py --seeds 0 --out runs/demo_seeds n_images=8000   # demo overrides
     python benchmarks/synth_calibration.py --seeds 1,2 --json b.json 'transfer.n=["10","100","1000"]'  # partial
     python benchmarks/synth_calibration.py --tabulate a.json b.json                        # one table
+    python benchmarks/synth_calibration.py --seeds 1 --json all.json 'transfer.n=["all"]'  # one budget again
+    python benchmarks/synth_calibration.py --tabulate s1.json all.json --json joined.json   # all.json's N=all wins
 
 Each seed runs in ``<out>/seed<k>`` with the demo's layout (corpus, transfer of the
 from-scratch arm), so `python benchmarks/demo_seeds.py --out <out>` afterwards reuses the
@@ -116,24 +118,54 @@ def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False
     agreement = label_agreement(corpus)
     pairs = int((corpus.index["split"] == "train").sum())
     floor = floor_check(SynthConfig.preset(cfg.difficulty), cfg.image_size, seed)
-    m100, mall = macro.get("100"), macro.get("all")
-    # None = not measured (a budget left out with transfer.n=...), never counted as met
-    checks = {
-        "scratch_100": None if m100 is None else m100 <= TARGETS["scratch_100_max"],
-        "scratch_100_per_finding": None if "100" not in per_finding
-        else max(per_finding["100"].values()) <= TARGETS["scratch_100_finding_max"],
-        "scratch_all": None if mall is None else mall >= TARGETS["scratch_all_min"],
-        "scratch_gap": None if None in (m100, mall) else mall - m100 >= TARGETS["scratch_gap_min"],
-        "label_agreement": TARGETS["agreement"][0] <= agreement["overall"]["agreement"] <= TARGETS["agreement"][1],
-        "floor": floor["contains_half"],
-        "pretraining_pairs": pairs >= TARGETS["pretraining_pairs_min"],
-    }
+    checks = target_checks(macro, per_finding, agreement["overall"]["agreement"], floor, pairs)
     return {"seed": seed, "difficulty": cfg.difficulty, "n_images": cfg.n_images, "image_size": cfg.image_size,
             "scratch_macro_auc": macro, "scratch_per_finding": per_finding,
             "scratch_repeat_ci": {b: result.summary("random:finetune", b).get("repeat_ci") for b in result.budgets},
             "label_agreement": agreement["overall"]["agreement"], "label_agreement_detail": agreement,
             "floor": floor, "pretraining_pairs": pairs, "targets_met": checks, "seconds": round(seconds, 1),
             "environment": result.environment}
+
+
+def target_checks(macro: dict, per_finding: dict, agreement: float, floor: dict, pairs: int) -> dict:
+    """Each target met (True), missed (False) or not measured (None: a budget left out with
+    transfer.n=..., never counted as met)."""
+    m100, mall = macro.get("100"), macro.get("all")
+    return {
+        "scratch_100": None if m100 is None else m100 <= TARGETS["scratch_100_max"],
+        "scratch_100_per_finding": None if "100" not in per_finding
+        else max(per_finding["100"].values()) <= TARGETS["scratch_100_finding_max"],
+        "scratch_all": None if mall is None else mall >= TARGETS["scratch_all_min"],
+        "scratch_gap": None if None in (m100, mall) else mall - m100 >= TARGETS["scratch_gap_min"],
+        "label_agreement": TARGETS["agreement"][0] <= agreement <= TARGETS["agreement"][1],
+        "floor": floor["contains_half"],
+        "pretraining_pairs": pairs >= TARGETS["pretraining_pairs_min"],
+    }
+
+
+def join_rows(rows: list[dict]) -> list[dict]:
+    """One row per corpus seed: where several runs measured a seed (e.g. a rerun of only the
+    all-label budget after a protocol change), later runs' budgets replace earlier ones and
+    the targets are checked again on the joined numbers. Each row lists its sources."""
+    joined: dict[int, dict] = {}
+    for r in rows:
+        seed = int(r["seed"])
+        if seed not in joined:
+            joined[seed] = json.loads(json.dumps(r))
+            joined[seed]["sources"] = [r.get("source", "?")]
+            continue
+        j = joined[seed]
+        if (j.get("n_images"), j.get("image_size"), j.get("difficulty")) != \
+                (r.get("n_images"), r.get("image_size"), r.get("difficulty")):
+            raise SystemExit(f"seed {seed}: runs on different corpora cannot be joined "
+                             f"({j.get('n_images')} vs {r.get('n_images')} images)")
+        for key in ("scratch_macro_auc", "scratch_per_finding", "scratch_repeat_ci"):
+            j.setdefault(key, {}).update(r.get(key) or {})
+        j["sources"].append(r.get("source", "?"))
+    for j in joined.values():
+        j["targets_met"] = target_checks(j["scratch_macro_auc"], j["scratch_per_finding"], j["label_agreement"],
+                                         j["floor"], j["pretraining_pairs"])
+    return [joined[k] for k in sorted(joined)]
 
 
 def _verdict(checks: dict) -> str:
@@ -170,12 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings, as for `radpair demo`")
     ap.add_argument("--tabulate", nargs="+", metavar="JSON", default=None,
-                    help="only print the table of earlier --json outputs (one or several), run nothing")
+                    help="only print the table of earlier --json outputs (one or several), run nothing; a seed "
+                    "measured by several joins into one row, later files' budgets replacing earlier ones "
+                    "(with --json, the joined rows are written there)")
     args = ap.parse_args(argv)
     if args.tabulate:
-        rows = [r for f in args.tabulate for r in json.loads(Path(f).read_text())["seeds"].values()]
-        rows.sort(key=lambda r: r["seed"])
-        print(table(rows))
+        rows = [{**r, "source": f} for f in args.tabulate for r in json.loads(Path(f).read_text())["seeds"].values()]
+        joined = join_rows(rows)
+        print(table(joined))
+        met = all(all(v is True for v in r["targets_met"].values()) for r in joined)
+        print(f"all targets met on every seed: {met}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"targets": TARGETS, "seeds": {str(r["seed"]): r for r in joined},
+                                                   "all_targets_met": met, "joined_from": args.tabulate},
+                                                  indent=1, default=str))
         return 0
     rows = []
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
