@@ -22,6 +22,7 @@ COMMANDS = [
     "demo",
     "synth",
     "tokenizer",
+    "word_vectors",
     "pretrain",
     "transfer",
     "probe",

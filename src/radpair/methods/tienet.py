@@ -57,9 +57,21 @@ Paper → code (§3, §5 "Training"):
 * **Text**: ``text_sections`` default ``findings+impression`` (the paper reads the whole
   ChestX-ray14/OpenI report; §3 singles out FINDINGS and IMPRESSION as the parts that
   carry the findings, and the rest is mostly history and technique).
-* **Vocabulary**: the run's WordPiece tokenizer (``text_encoder.tokenizer``), not the
-  paper's word vocabulary (words seen twice + OOV) with PubMed word2vec initialisation;
-  the embedding is learnt from scratch. The BERT text encoder is not used.
+* **Vocabulary** (§5): the run's tokenizer (``text_encoder.tokenizer``). The paper's is a
+  word vocabulary, every training word seen at least twice plus an out-of-vocabulary token:
+  ``radpair tokenizer --kind word --min-count 2`` (:mod:`radpair.text.word_tokenizer`;
+  [UNK] is the OOV token, [CLS] / [SEP] the <START> / <END>). A WordPiece tokenizer (the
+  default of ``radpair tokenizer``) also works and spells rare words in pieces instead.
+  The BERT text encoder is not used.
+* **Word embedding** (§5): the paper starts it from 200-d word2vec vectors learnt on
+  PubMed with gensim and fine-tunes it. ``word_vectors`` names a matrix aligned to the
+  tokenizer (``radpair word-vectors``, :mod:`radpair.text.word_vectors`): word2vec trained
+  on the training reports (nothing is downloaded; PubMed is not at hand) or the user's own
+  vectors file. Rows of tokens with a vector start from it; the special tokens and words
+  without a vector keep the seeded random initialisation ([PAD] stays zero); the whole
+  embedding trains with the LSTM. It is read only when a run starts training (a finished
+  run's weights already hold it). ``word_vectors: null`` (default) learns the embedding
+  from scratch.
 * **CNN training**: the paper freezes an ImageNet ResNet-50. ``freeze_image_encoder:
   true`` freezes the encoder loaded from ``image_encoder.weights`` (its parameters leave the
   optimiser and it stays in eval mode, so BatchNorm statistics do not move); the default
@@ -139,6 +151,10 @@ class TieNetConfig(MethodConfig):
     text_max_length: int | None = None
     """Tokens of the report read and written, [CLS] and [SEP] included; ``None`` takes
     ``text_encoder.max_length``."""
+    word_vectors: str | None = None
+    """A word-vectors matrix (``radpair word-vectors``, ``.safetensors``) aligned to the
+    run's tokenizer, ``word_dim`` wide: the word embedding starts from it (§5's word2vec
+    initialisation); ``None`` starts it at random. Read by the variants that read text."""
 
     def validate(self) -> None:
         for key, value, valid in (("variant", self.variant, VARIANTS), ("balance", self.balance, BALANCES),
@@ -161,6 +177,9 @@ class TieNetConfig(MethodConfig):
             raise ConfigError(f"method.penalty_weight must be >= 0, got {self.penalty_weight}")
         if self.text_max_length is not None and self.text_max_length < 3:
             raise ConfigError("method.text_max_length must be >= 3 (BOS, one token, EOS) or null")
+        if self.word_vectors is not None and (not isinstance(self.word_vectors, str) or not self.word_vectors.strip()):
+            raise ConfigError(f"method.word_vectors must be the path of a word-vectors matrix (radpair word-vectors) "
+                              f"or null, got {self.word_vectors!r}")
         if self.variant != "plain_captioning" and bool(self.label_task) == bool(self.label_columns):
             raise ConfigError("method.label_task and method.label_columns: set exactly one (label_columns needs "
                               "label_task: null)")
@@ -249,6 +268,19 @@ class AttentionLSTM(nn.Module):
         self.cell = nn.LSTMCell(word_dim + channels, hidden)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, vocab_size)
+
+    @torch.no_grad()
+    def start_from_vectors(self, weight: torch.Tensor, has_vector: torch.Tensor) -> None:
+        """§5: the word embedding starts from pretrained vectors (``weight`` [V, word_dim]) in
+        the rows ``has_vector`` marks; the others keep their initialisation, and the
+        embedding stays a trainable parameter ("evolved along with other LSTM parameters")."""
+        emb = self.embed.weight
+        if tuple(weight.shape) != tuple(emb.shape) or tuple(has_vector.shape) != (emb.shape[0],):
+            raise ConfigError(f"word vectors {tuple(weight.shape)} do not fit the word embedding {tuple(emb.shape)}")
+        rows = has_vector.to(torch.bool).clone()
+        if self.embed.padding_idx is not None:
+            rows[self.embed.padding_idx] = False  # the padding row stays zero
+        emb[rows] = weight[rows].to(emb.dtype)
 
     def initial_state(self, grid: torch.Tensor | None, batch_size: int, device=None) -> dict[str, torch.Tensor]:
         """The decoding state: h, c and (with an image) the grid [N, P, C] and its projection."""
@@ -370,8 +402,17 @@ class TieNet(Method):
                 and not getattr(parts.image_encoder, "weights", None)):
             raise ConfigError("method.freeze_image_encoder needs image_encoder.weights (a frozen random encoder "
                               "learns nothing)")
+        vectors = None
+        if cfg.reads_text and cfg.word_vectors and parts.training:
+            from radpair.text.word_vectors import load_word_vectors
+
+            vectors = load_word_vectors(cfg.word_vectors)  # checked before the model is built
+            vectors.check(parts.tokenizer, cfg.word_dim, dim_key="method.word_dim")
         max_length = cfg.text_max_length or getattr(parts.text_encoder, "max_length", None) or 128
-        return cls(cfg, encoder, vocab, *special, n_classes, max_length=max_length)
+        model = cls(cfg, encoder, vocab, *special, n_classes, max_length=max_length)
+        if vectors is not None:
+            model.decoder.start_from_vectors(vectors.weight, vectors.has_vector)
+        return model
 
     def __init__(self, cfg: TieNetConfig, image_encoder: nn.Module | None, vocab_size: int, pad_id: int,
                  bos_id: int, eos_id: int, n_classes: int, max_length: int = 128) -> None:
