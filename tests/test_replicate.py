@@ -164,6 +164,12 @@ def _broken(tmp_path: Path, name: str, edit) -> Path:
          "did you mean 'radtex-frozen'"),
         (lambda d: d["requires"].update(capabilities=["transfer"]), "requires.capabilities", "frozen_head"),
         (lambda d: d["paper"].update(name="radtex2"), "paper.name", "must equal the file name"),
+        (lambda d: d["methods"][0]["cpu"].update(vocabulary={"kind": "words"}), "methods[0].cpu.vocabulary.kind",
+         "did you mean 'word'"),
+        (lambda d: d["methods"][0]["cpu"].update(vocabulary={"min_cont": 2}), "methods[0].cpu.vocabulary.min_cont",
+         "did you mean 'min_count'"),
+        (lambda d: d["methods"][0]["paper"].update(word_vectors={"dim": 0}), "methods[0].paper.word_vectors.dim",
+         "must be at least 1"),
     ],
 )
 def test_malformed_paper_names_file_and_key(tmp_path, edit, key, text):
@@ -287,6 +293,10 @@ def test_describe_plan_follows_the_mode(papers):
     assert any("fraction=0.5%,1%,2%,5%,10%,15%,30%,50%,70%,90%,100% x 3 repeats" in s
                for s in describe_plan(timnet, "data"))
     assert any("fraction=5%,100% x 1 repeat;" in s for s in describe_plan(timnet, "quick"))
+    assert not any(s.startswith(("tokenizer", "word2vec")) for s in describe_plan(timnet, "quick"))
+    tienet = describe_plan(papers["tienet"], "quick")
+    assert "tokenizer: words seen >= 2 times" in tienet
+    assert any(s.startswith("word2vec on the training reports starts the word embedding of tienet,") for s in tienet)
 
 
 # --------------------------------------------------------------------------- command line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from radpair.errors import ConfigError
 from radpair.replicate import load_paper
@@ -211,3 +212,93 @@ def test_tienet_quick_run_fills_tables_1_and_2(tmp_path, monkeypatch):
     assert "Settings chosen on the validate split" in text and "| alpha=0.5 |" in text
     assert "Paired difference of generated reports: tienet - captioning" in text
     assert "METEOR of `tienet` not computed" in text
+    # the paper's vocabulary (words seen twice) and word2vec start, 64-d as the quick preset's word_dim
+    out = tmp_path / "tn"
+    assert json.loads((out / "tokenizer" / "tokenizer.json").read_text())["model"]["type"] == "WordLevel"
+    assert json.loads((out / "tokenizer" / "corpus_meta.json").read_text())["tokenizer"] == {
+        "kind": "word", "size": None, "min_count": 2}
+    vectors = out / "word_vectors" / "word2vec-64d-seed0.safetensors"
+    summary = json.loads(vectors.with_suffix(".json").read_text())
+    assert summary["dim"] == 64 and summary["coverage"] > 0.9 and summary["source"]["split"] == "train"
+    for run, reads_text in (("tienet/alpha=0.5", True), ("tienet-ir", True), ("tienet-r", True),
+                            ("captioning", True), ("tienet-i", False)):
+        cfg = yaml.safe_load((out / "pretrain" / run / "config.yaml").read_text())
+        assert cfg["text_encoder"]["tokenizer"] == str(out / "tokenizer")
+        assert cfg["method"]["word_vectors"] == (str(vectors) if reads_text else None), run
+        done = json.loads((out / "pretrain" / run / "DONE").read_text())
+        assert done["tokenizer"]["kind"] == "word" and ("word_vectors" in done) == reads_text, run
+
+
+def test_a_paper_without_text_settings_keeps_wordpiece_and_its_stamps(tmp_path):
+    """Papers that state no vocabulary keep the tokenizer and the stamps they were run
+    with before papers could choose: the tokenizer stamp is the corpus alone and a run's
+    DONE stamp has exactly the corpus, overrides and recipe."""
+    from radpair.replicate import runner
+    from radpair.replicate.shared_text import WORDPIECE_DEFAULT, SharedText, paper_vocabulary
+    from radpair_train.testing import corpus_and_tokenizer
+
+    paper = load_paper("convirt_sections")
+    assert paper_vocabulary(paper, "quick") == dict(WORDPIECE_DEFAULT) == paper_vocabulary(paper, "data")
+    assert runner.word_vector_plan(paper, "quick") == {}
+    from radpair.data.corpus import Corpus
+
+    corpus = Corpus.open(corpus_and_tokenizer(tmp_path / "d", n=48, size=64, seed=1)[0])
+    folder = runner._tokenizer(corpus, tmp_path / "rep", paper_vocabulary(paper, "quick"))
+    assert (folder / "corpus_meta.json").read_text() == runner._corpus_stamp(corpus)
+    assert json.loads((folder / "tokenizer.json").read_text())["model"]["type"] == "WordPiece"
+    spec = paper.method("baseline")
+    text = SharedText(folder, paper_vocabulary(paper, "quick"))
+    done, overrides = runner._done_stamp(paper, spec, "quick", corpus, text)
+    legacy = pretrain_overrides(paper, spec, "quick", runner.joint_protocol(paper, spec.id))
+    recipe = (runner._repo_root() / paper.info.recipe).read_text()
+    assert done == json.dumps({"corpus": runner._corpus_stamp(corpus), "overrides": legacy, "recipe": recipe})
+    assert overrides == legacy + [f"text_encoder.tokenizer={folder}"]
+    # asking for words retrains the folder (emptied first: no file of the old one is left) under a stamp that says so
+    (folder / "stale.txt").write_text("left by an older tokenizer")
+    word = {"kind": "word", "size": None, "min_count": 2}
+    runner._tokenizer(corpus, tmp_path / "rep", word)
+    assert json.loads((folder / "tokenizer.json").read_text())["model"]["type"] == "WordLevel"
+    assert not (folder / "stale.txt").exists()
+    from radpair.text import load_tokenizer
+
+    assert type(load_tokenizer(folder)).__name__ != "BertTokenizerFast"  # the word tokenizer's config was saved
+    assert json.loads((folder / "corpus_meta.json").read_text())["tokenizer"] == word
+    assert runner._done_stamp(paper, spec, "quick", corpus, SharedText(folder, word))[0] != done
+
+
+def test_conflicting_vocabularies_in_one_paper_fail_before_any_work(tmp_path):
+    from dataclasses import replace
+
+    from radpair.replicate.shared_text import paper_vocabulary
+
+    paper = load_paper("tienet")
+    methods = tuple(replace(m, quick={**m.quick, "vocabulary": {"kind": "wordpiece"}}) if m.id == "captioning" else m
+                    for m in paper.methods)
+    mixed = replace(paper, methods=methods)
+    message = (r"tienet.yaml: the methods of paper 'tienet' share one tokenizer, but their quick 'vocabulary' "
+               r"settings differ: words seen >= 2 times \(tienet, tienet-ir, tienet-r, tienet-i\); WordPiece, at "
+               r"most 3000 tokens, pairs seen >= 2 times \(captioning\)")
+    with pytest.raises(ConfigError, match=message):
+        paper_vocabulary(mixed, "quick")
+    assert paper_vocabulary(mixed, "cpu")["kind"] == "word"  # the cpu settings agree
+    with pytest.raises(ConfigError, match="share one tokenizer"):
+        run_paper(mixed, "quick", None, tmp_path / "x", progress=False, log=lambda m: None)
+    assert not (tmp_path / "x" / "corpora").exists()
+
+
+def test_word_vectors_must_be_as_wide_as_the_word_embedding():
+    from dataclasses import replace
+
+    from radpair.replicate.runner import word_vector_plan
+
+    paper = load_paper("tienet")
+    methods = tuple(replace(m, cpu={**m.cpu, "word_vectors": {"dim": 200}}) if m.id == "tienet-r" else m
+                    for m in paper.methods)
+    with pytest.raises(ConfigError, match=r"method 'tienet-r' cpu setting word_vectors: dim is 200, but the "
+                                          r"method's word_dim is 64"):
+        word_vector_plan(replace(paper, methods=methods), "cpu")
+    convirt = load_paper("convirt_sections")
+    methods = (replace(convirt.methods[0], cpu={**convirt.methods[0].cpu, "word_vectors": {"dim": 64}}),
+               *convirt.methods[1:])
+    with pytest.raises(ConfigError, match="has no word embedding"):
+        word_vector_plan(replace(convirt, methods=methods), "cpu")

@@ -128,6 +128,7 @@ def describe_plan(paper: Paper, mode: str = "cpu") -> list[str]:
         by_method[m.method] = by_method.get(m.method, 0) + 1
     pre = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in by_method.items())
     lines.append(f"pretrain {len(paper.methods)} model{'s' if len(paper.methods) != 1 else ''} ({pre})")
+    lines += _text_plan(paper, mode)
     for p in paper.transfer:
         plan = p.plan(mode)
         budgets = plan["budgets"]
@@ -143,6 +144,22 @@ def describe_plan(paper: Paper, mode: str = "cpu") -> list[str]:
         lines.append(f"evaluate {e.id} ({e.kind}) of {', '.join(e.methods)}: {', '.join(e.metrics)}")
     lines.append("tables: " + ", ".join(f"{t.id} ({t.source})" for t in paper.tables)
                  + f"; claims: {len(paper.claims)}")
+    return lines
+
+
+def _text_plan(paper: Paper, mode: str) -> list[str]:
+    """The shared tokenizer and word vectors, where the methods ask for more than the
+    WordPiece default (nothing is said for the papers that do not)."""
+    from radpair.replicate.shared_text import WORDPIECE_DEFAULT, describe_vocabulary, paper_vocabulary
+
+    try:
+        vocabulary = paper_vocabulary(paper, mode)
+    except ConfigError as exc:
+        return [f"tokenizer: cannot run: {exc}"]
+    lines = [] if vocabulary == dict(WORDPIECE_DEFAULT) else [f"tokenizer: {describe_vocabulary(vocabulary)}"]
+    with_vectors = [m.id for m in paper.methods if m.settings(mode).get("word_vectors") is not None]
+    if with_vectors:
+        lines.append(f"word2vec on the training reports starts the word embedding of {', '.join(with_vectors)}")
     return lines
 
 

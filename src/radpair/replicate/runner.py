@@ -5,7 +5,10 @@ carries it out, in four resumable stages under ``out``:
 
 1. **Corpora** (``corpora/<role>``): the synthetic stand-in of each corpus the paper uses,
    generated from the mode's preset (``cpu`` or ``quick``); ``--data`` supplies the main
-   corpus in data mode. A tokenizer is trained on the main corpus's training reports.
+   corpus in data mode. A tokenizer is trained on the main corpus's training reports
+   (WordPiece, or the word vocabulary the methods' ``vocabulary`` setting asks for), and
+   word2vec vectors for the runs whose ``word_vectors`` setting asks for them
+   (:mod:`radpair.replicate.shared_text`).
 2. **Pretraining** (``pretrain/<method id>``): each method's run, from the paper's recipe
    (``configs/recipes/<paper>.yaml``) with the method's settings for the mode
    (:func:`pretrain_overrides`) and its options, which are keys of the method's own config.
@@ -40,6 +43,7 @@ from typing import Any, Callable
 
 from radpair.errors import ConfigError
 from radpair.replicate.schema import Arm, EvalSet, MethodSpec, Paper, Protocol
+from radpair.replicate.shared_text import SharedText
 
 Log = Callable[[str], None]
 
@@ -67,6 +71,8 @@ _SETTING_KEYS: dict[str, str | None] = {
     "method_options": None,  # handled above
     "choose_on_validate": None,  # a grid of method keys: one run per candidate (method_candidates)
     "gpus": None,  # described: the launch (torchrun) decides
+    "vocabulary": None,  # the paper's shared tokenizer (shared_text.paper_vocabulary)
+    "word_vectors": None,  # the word-vectors stage; the run gets method.word_vectors=<file>
 }
 
 
@@ -114,6 +120,8 @@ def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str, joint: Protoco
             continue
         if name == "choose_on_validate":
             continue  # method_candidates reads it; each candidate's run gets one choice
+        if name in ("vocabulary", "word_vectors"):
+            continue  # trained by the runner (shared_text); word_vectors is also TieNet's key, for the file
         if name == "text_encoder":
             if isinstance(value, dict):
                 out.update({f"text_encoder.{k}": v for k, v in value.items()})
@@ -222,28 +230,84 @@ def _corpus_stamp(corpus) -> str:
     return json.dumps(corpus.meta, sort_keys=True, default=str)
 
 
-def _tokenizer(corpus, out: Path) -> Path:
-    from radpair.text import train_wordpiece_tokenizer
+def _tokenizer(corpus, out: Path, settings: dict[str, Any] | None = None) -> Path:
+    """``out/tokenizer``: the paper's shared tokenizer (``settings``: the WordPiece default
+    unless the methods ask otherwise), trained unless its stamp says it is current."""
+    from radpair.replicate.shared_text import WORDPIECE_DEFAULT, train_tokenizer
 
-    folder = out / "tokenizer"
-    stamp = folder / "corpus_meta.json"
-    if not (folder / "tokenizer.json").is_file() or not stamp.is_file() or stamp.read_text() != _corpus_stamp(corpus):
-        texts = corpus.split_index("train")["report"].astype(str).tolist()
-        train_wordpiece_tokenizer(texts, folder, vocab_size=3000)
-        stamp.write_text(_corpus_stamp(corpus))
-    return folder
+    return train_tokenizer(corpus, out / "tokenizer", settings or dict(WORDPIECE_DEFAULT), _corpus_stamp(corpus))
 
 
-def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path, run_dir: Path, progress: bool,
+def _run_method_config(paper: Paper, spec: MethodSpec, mode: str, choice: dict[str, Any] | None = None):
+    """The resolved method config of one run (recipe, then the run's overrides): what the
+    word vectors must fit (``word_dim``) and whether it reads text at all."""
+    from radpair.config import load_config
+    from radpair_train.config import PretrainConfig
+
+    overrides = pretrain_overrides(paper, spec, mode, joint_protocol(paper, spec.id), choice)
+    return load_config(PretrainConfig, _repo_root() / paper.info.recipe, overrides).method
+
+
+def word_vector_plan(paper: Paper, mode: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(method id, candidate name): word2vec settings}`` of every run that asks for word
+    vectors in ``mode`` (candidate ``""`` without a ``choose_on_validate`` grid). Checked
+    before any work: the dimension against each run's ``word_dim``, gensim installed."""
+    from radpair.replicate.shared_text import method_word_vectors, require_word2vec
+
+    plan = {}
+    for spec in paper.methods:
+        if spec.settings(mode).get("word_vectors") is None:
+            continue
+        for choice in method_candidates(paper, spec, mode) or [None]:
+            settings = method_word_vectors(paper, spec, mode, _run_method_config(paper, spec, mode, choice))
+            if settings is not None:
+                plan[(spec.id, _choice_name(choice) if choice else "")] = settings
+    if plan:
+        require_word2vec()
+    return plan
+
+
+def _shared_text(paper: Paper, mode: str, corpus, out: Path, log: Log) -> SharedText:
+    """The tokenizer stage and the word-vectors stage: the paper's tokenizer, then one set
+    of word2vec vectors per (tokenizer, dimension, seed) under ``out/word_vectors``."""
+    from radpair.replicate.shared_text import paper_vocabulary, tokenizer_stamp, train_word_vectors
+
+    vocabulary = paper_vocabulary(paper, mode)
+    plan = word_vector_plan(paper, mode)
+    tokenizer = _tokenizer(corpus, out, vocabulary)
+    stamp = tokenizer_stamp(_corpus_stamp(corpus), vocabulary)
+    files: dict[str, Path] = {}
+    vectors = {}
+    for run, settings in plan.items():
+        key = json.dumps(settings, sort_keys=True)
+        if key not in files:
+            files[key] = train_word_vectors(corpus, tokenizer, out / "word_vectors", settings, stamp,
+                                            log=lambda m: log(f"{paper.name}: {m}"))
+        vectors[run] = (settings, files[key])
+    return SharedText(tokenizer, vocabulary, vectors)
+
+
+def _done_stamp(paper: Paper, spec: MethodSpec, mode: str, corpus, text: SharedText,
+                choice: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    """(the run's DONE stamp, its overrides with the text inputs): the corpus, the
+    overrides and the recipe file, plus the tokenizer settings and word vectors where they
+    are not the WordPiece default (so runs of papers that never chose keep their stamps)."""
+    overrides = pretrain_overrides(paper, spec, mode, joint_protocol(paper, spec.id), choice)
+    text_overrides, text_stamp = text.for_run(spec.id, _choice_name(choice) if choice else "")
+    recipe_text = (_repo_root() / paper.info.recipe).read_text()
+    done = json.dumps({"corpus": _corpus_stamp(corpus), "overrides": overrides, "recipe": recipe_text,
+                       **text_stamp})
+    return done, overrides + text_overrides
+
+
+def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, text: SharedText, run_dir: Path, progress: bool,
               device: str, log: Log, choice: dict[str, Any] | None = None) -> Path:
     """The finished run folder of ``spec`` (with ``choice`` of its grid), trained unless done."""
     from radpair.config import load_config
     from radpair_train.config import PretrainConfig
     from radpair_train.loop import Trainer
 
-    overrides = pretrain_overrides(paper, spec, mode, joint_protocol(paper, spec.id), choice)
-    recipe_text = (_repo_root() / paper.info.recipe).read_text()
-    done = json.dumps({"corpus": _corpus_stamp(corpus), "overrides": overrides, "recipe": recipe_text})
+    done, overrides = _done_stamp(paper, spec, mode, corpus, text, choice)
     if (run_dir / "DONE").is_file() and (run_dir / "DONE").read_text() == done:
         return run_dir  # (a method that reads no image exports no image encoder: DONE is the mark)
     started = run_dir / "STARTED"
@@ -253,7 +317,7 @@ def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path
         shutil.rmtree(run_dir)
     recipe = _repo_root() / paper.info.recipe
     overrides = overrides + [
-        f"data.corpus={corpus.root}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={run_dir}",
+        f"data.corpus={corpus.root}", f"train.out_dir={run_dir}",
         f"train.progress={'true' if progress else 'false'}", f"train.device={device}"]
     if mode != "data":
         overrides.append("text_encoder.pretrained=null")
@@ -268,7 +332,7 @@ def _pretrain(paper: Paper, spec: MethodSpec, mode: str, corpus, tokenizer: Path
     return run_dir
 
 
-def _pretrain_method(paper: Paper, spec: MethodSpec, mode: str, corpora: dict, tokenizer: Path, out: Path,
+def _pretrain_method(paper: Paper, spec: MethodSpec, mode: str, corpora: dict, text: SharedText, out: Path,
                      progress: bool, device: str, log: Log) -> tuple[Path, dict | None]:
     """(the method's run folder, the record of its validate selection or None).
 
@@ -279,11 +343,11 @@ def _pretrain_method(paper: Paper, spec: MethodSpec, mode: str, corpora: dict, t
     kept run reached on validate."""
     candidates = method_candidates(paper, spec, mode)
     if not candidates:
-        return _pretrain(paper, spec, mode, corpora[spec.corpus], tokenizer, out / "pretrain" / spec.id, progress,
+        return _pretrain(paper, spec, mode, corpora[spec.corpus], text, out / "pretrain" / spec.id, progress,
                          device, log), None
     rows = []
     for choice in candidates:
-        run_dir = _pretrain(paper, spec, mode, corpora[spec.corpus], tokenizer,
+        run_dir = _pretrain(paper, spec, mode, corpora[spec.corpus], text,
                             out / "pretrain" / spec.id / _choice_name(choice), progress, device, log, choice)
         metric, score = _validate_score(paper, spec, run_dir, corpora, device, log)
         rows.append({"choice": choice, "run": str(run_dir), "metric": metric, "validate": score})
@@ -843,17 +907,21 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     for ev in paper.evaluations:
         if ev.kind not in ("matching", "generation") and all(c in CAPABILITIES for c in ev.requires):
             raise ConfigError(f"{paper.name}: evaluation kind {ev.kind!r} is not connected to the runner yet")
+    from radpair.replicate.shared_text import paper_vocabulary
+
+    paper_vocabulary(paper, mode)  # one tokenizer for all methods: conflicting settings stop here,
+    word_vector_plan(paper, mode)  # as do word vectors that cannot fit a run, before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     roles = ({m.corpus for m in paper.methods} | {p.corpus for p in paper.transfer}
              | {e.corpus for p in paper.transfer for e in p.eval_sets} | {e.corpus for e in paper.evaluations})
     corpora = {role: _corpus(paper, role, mode, data, out, log) for role in sorted(roles)}
-    tokenizer = _tokenizer(corpora["main"], out)
+    text = _shared_text(paper, mode, corpora["main"], out, log)
     runs: dict[str, Path] = {}
     selections: dict[str, dict] = {}
     for m in paper.methods:
-        runs[m.id], record = _pretrain_method(paper, m, mode, corpora, tokenizer, out, progress, device, log)
+        runs[m.id], record = _pretrain_method(paper, m, mode, corpora, text, out, progress, device, log)
         if record is not None:
             selections[m.id] = record
     arch = next((o.split("=", 1)[1] for o in pretrain_overrides(paper, paper.methods[0], mode)

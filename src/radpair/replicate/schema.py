@@ -627,6 +627,26 @@ def _check_settings(at: _At, settings: Mapping[str, Any], mode: str) -> None:
         at[mode]["image_size"].fail(f"must be within 32..512 px, got {settings['image_size']}")
 
 
+def _check_text_setup(at: _At) -> None:
+    """``vocabulary`` and ``word_vectors`` (null, or a mapping of their own keys) hold values
+    the runner can train with; whether the vectors fit the method's word_dim is checked by
+    the runner, which resolves the method's config."""
+    if not isinstance(at.value, Mapping):
+        return
+    if at.value.get("vocabulary") is not None:
+        node = at["vocabulary"]
+        node.mapping(vocab.VOCABULARY_KEYS)
+        node["kind"].str(optional=True, choices=vocab.TOKENIZER_KINDS, what="tokenizer kind")
+        node["size"].int(optional=True, minimum=6)  # more than the 5 special tokens
+        node["min_count"].int(optional=True, minimum=1)
+    if at.value.get("word_vectors") is not None:
+        node = at["word_vectors"]
+        node.mapping(vocab.WORD_VECTOR_KEYS)
+        for key in ("dim", "epochs", "window"):
+            node[key].int(optional=True, minimum=1)
+        node["seed"].int(optional=True, minimum=0)
+
+
 def _check_sections(at: _At) -> None:
     if at.value is None:
         return
@@ -650,6 +670,7 @@ def _method(at: _At, corpora: Mapping[str, CorpusSpec]) -> MethodSpec:
         _check_values(at[mode])
         if "text_sections" in part:
             _check_sections(at[mode]["text_sections"])
+        _check_text_setup(at[mode])
     corpus = at["corpus"].str(optional=True, choices=list(corpora), what="corpus") or "main"
     spec = MethodSpec(
         id=at["id"].str(), method=method, label=at["label"].str(optional=True) or at["id"].value,

@@ -132,8 +132,17 @@ METHOD_SETTING_KEYS = (
     "backbone", "backbone_init", "image_size", "epochs", "max_steps", "batch_size", "lr", "optimizer", "schedule",
     "warmup", "weight_decay", "grad_clip", "text_sections", "text_encoder", "max_length", "embedding_dim",
     "projection_dim", "temperature", "augmentation", "pairs", "labelled_epochs", "gpus", "lr_scale",
-    "method_options", "choose_on_validate",
+    "method_options", "choose_on_validate", "vocabulary", "word_vectors",
 )
+# ``vocabulary``: the tokenizer every method of the paper reads (one per paper, trained on
+# the main corpus's training reports); ``kind`` wordpiece (subword pieces, the default) or
+# word (every word seen ``min_count`` times, [UNK] for the rest: TieNet's), ``size`` a cap
+# (special tokens included; default 3000 for wordpiece, none for word)
+TOKENIZER_KINDS = ("wordpiece", "word")
+VOCABULARY_KEYS = ("kind", "size", "min_count")
+# ``word_vectors``: word2vec trained on the training reports, aligned to the tokenizer, as
+# the start of the method's word embedding (``dim`` must equal its word_dim; default: it)
+WORD_VECTOR_KEYS = ("dim", "seed", "epochs", "window")
 # keys of a transfer protocol's / arm's downstream hyper-parameters
 HYPER_KEYS = (
     "optimizer", "lr", "schedule", "warmup", "weight_decay", "epochs", "max_steps", "batch_size", "loss",
