@@ -149,7 +149,7 @@ def test_tienet_chooses_alpha_on_validate_and_never_on_test(tmp_path, monkeypatc
     ir = dict(o.split("=", 1) for o in pretrain_overrides(paper, paper.method("tienet-ir"), "cpu"))
     assert ir["method.alpha"] == "1.0"  # auto-annotation: the classification loss only
 
-    def fake_pretrain(paper, spec, mode, corpus, tokenizer, run_dir, progress, device, log, choice=None):
+    def fake_pretrain(paper, spec, mode, corpus, text, run_dir, progress, device, log, choice=None):
         run_dir.mkdir(parents=True)
         return run_dir
 
