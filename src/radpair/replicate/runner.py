@@ -899,18 +899,17 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     Returns the path of ``report.md``."""
     import radpair.transfer  # noqa: F401 - registers what the transfer harness can run
     from radpair.replicate.registry import CAPABILITIES, paper_status
+    from radpair.replicate.shared_text import paper_vocabulary
     from radpair.replicate.tables import evaluate_claims, render_table
 
+    paper_vocabulary(paper, mode)  # one tokenizer for all methods: conflicting settings are a fault of the file
     status = paper_status(paper)
     if not status.runnable:
         raise ConfigError(f"{paper.name} cannot run yet; {status.summary()}")
     for ev in paper.evaluations:
         if ev.kind not in ("matching", "generation") and all(c in CAPABILITIES for c in ev.requires):
             raise ConfigError(f"{paper.name}: evaluation kind {ev.kind!r} is not connected to the runner yet")
-    from radpair.replicate.shared_text import paper_vocabulary
-
-    paper_vocabulary(paper, mode)  # one tokenizer for all methods: conflicting settings stop here,
-    word_vector_plan(paper, mode)  # as do word vectors that cannot fit a run, before any work
+    word_vector_plan(paper, mode)  # word vectors that cannot fit a run stop here, before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
