@@ -150,9 +150,12 @@ def join_rows(rows: list[dict]) -> list[dict]:
     joined: dict[int, dict] = {}
     for r in rows:
         seed = int(r["seed"])
+        src = r.get("source", "?")
         if seed not in joined:
             joined[seed] = json.loads(json.dumps(r))
-            joined[seed]["sources"] = [r.get("source", "?")]
+            joined[seed]["sources"] = list(r.get("sources") or [src])
+            joined[seed]["budget_sources"] = dict(r.get("budget_sources")
+                                                  or {b: src for b in r.get("scratch_macro_auc", {})})
             continue
         j = joined[seed]
         if (j.get("n_images"), j.get("image_size"), j.get("difficulty")) != \
@@ -161,7 +164,8 @@ def join_rows(rows: list[dict]) -> list[dict]:
                              f"({j.get('n_images')} vs {r.get('n_images')} images)")
         for key in ("scratch_macro_auc", "scratch_per_finding", "scratch_repeat_ci"):
             j.setdefault(key, {}).update(r.get(key) or {})
-        j["sources"].append(r.get("source", "?"))
+        j["sources"].append(src)
+        j["budget_sources"].update({b: src for b in r.get("scratch_macro_auc", {})})
     for j in joined.values():
         j["targets_met"] = target_checks(j["scratch_macro_auc"], j["scratch_per_finding"], j["label_agreement"],
                                          j["floor"], j["pretraining_pairs"])

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     truth_val = task_labels(corpus, spec, "truth", data.val_rows)
 
     def train(rows: np.ndarray, steps: int, draw: int) -> dict:
-        settings = FinetuneSettings(max_steps=steps, min_steps=steps, patience=10**6, eval_every=max(10, steps // 20))
+        settings = FinetuneSettings(max_steps=steps, min_steps=steps, min_epochs=0, patience=10**6,
+                                    eval_every=max(10, steps // 20))
         job = {"corpus": str(root), "train_rows": data.image_index[data.train_rows[rows]],
                "val_rows": data.image_index[data.val_rows], "train": data.train.take(rows), "val": truth_val,
                "start": {"weights": None, "arch": "resnet_tiny", "seed": 0},

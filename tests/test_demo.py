@@ -301,3 +301,20 @@ def chexpert_available() -> bool:
     except ResourceMissing:
         return False
     return True
+
+
+def test_corpus_stage_key_ignores_neutral_knobs_but_keeps_an_older_full_key(tmp_path):
+    """Knobs added at neutral values re-make no cached corpus: a folder keyed on every knob
+    keeps that key, a new folder is keyed on the knobs that change the corpus."""
+    from radpair.data.synth import SynthConfig
+    from radpair.data.synth.config import NEUTRAL_KNOBS
+    from radpair_train.demo import DemoConfig, corpus_stage_settings
+
+    cfg, synth = DemoConfig(), SynthConfig.preset("default")
+    new = corpus_stage_settings(cfg, synth, StageCache(tmp_path, print))
+    assert not set(NEUTRAL_KNOBS) & set(new["synth"])
+    full = {**new, "synth": synth.to_dict()}
+    cache = StageCache(tmp_path, print)
+    cache.done("corpus", cache.key(full), full)
+    assert corpus_stage_settings(cfg, synth, StageCache(tmp_path, print)) == full
+    assert StageCache(tmp_path, print).fresh("corpus", cache.key(full), full, [])

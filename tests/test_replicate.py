@@ -42,7 +42,14 @@ def papers():
 
 @pytest.fixture(autouse=True)
 def _no_torch(monkeypatch):
-    """paper_status() without an explicit list would import the model code (torch)."""
+    """paper_status() without an explicit list would import the model code (torch).
+
+    The transfer harness registers its capabilities into ``registry.CAPABILITIES`` when first
+    imported; imported first under this fixture's stand-in set, it would leave the real set
+    empty for every later test in the process (test_replicate_runner.py, when pytest-xdist
+    puts both files in one worker). So it is imported before the stand-in goes in."""
+    import radpair.transfer  # noqa: F401
+
     monkeypatch.setattr(registry, "registered_methods", lambda: set(TODAY))
     monkeypatch.setattr(registry, "CAPABILITIES", set())
 

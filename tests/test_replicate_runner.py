@@ -218,7 +218,7 @@ def test_tienet_quick_run_fills_tables_1_and_2(tmp_path, monkeypatch):
     assert json.loads((out / "tokenizer" / "corpus_meta.json").read_text())["tokenizer"] == {
         "kind": "word", "size": None, "min_count": 2}
     vectors = out / "word_vectors" / "word2vec-64d-seed0.safetensors"
-    summary = json.loads(vectors.with_suffix(".json").read_text())
+    summary = json.loads(vectors.with_suffix(".vectors.json").read_text())
     assert summary["dim"] == 64 and summary["coverage"] > 0.9 and summary["source"]["split"] == "train"
     for run, reads_text in (("tienet/alpha=0.5", True), ("tienet-ir", True), ("tienet-r", True),
                             ("captioning", True), ("tienet-i", False)):

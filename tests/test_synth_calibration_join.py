@@ -24,6 +24,7 @@ def test_a_later_budget_replaces_the_earlier_and_targets_are_checked_again():
     (row,) = join_rows([first, rerun])
     assert row["scratch_macro_auc"] == {"10": 0.51, "100": 0.56, "1000": 0.69, "all": 0.791}
     assert row["scratch_per_finding"]["all"]["edema"] == 0.791 and row["sources"] == ["a.json", "b.json"]
+    assert row["budget_sources"] == {"10": "a.json", "100": "a.json", "1000": "a.json", "all": "b.json"}
     assert row["targets_met"]["scratch_all"] is True and row["targets_met"]["scratch_gap"] is True
     assert join_rows([first])[0]["targets_met"]["scratch_all"] is False
 

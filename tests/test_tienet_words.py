@@ -263,3 +263,23 @@ def test_a_run_trains_from_the_vectors_and_writes_reports_without_them(tmp_path)
     assert len(out.frame) == 2 and all(isinstance(t, str) for t in out.frame["report"])
     written = load_tokenizer(tmp_path / "tok")(out.frame["report"].tolist(), add_special_tokens=False)["input_ids"]
     assert all(tok.unk_token_id not in ids for ids in written)  # decoded words read back as themselves
+
+
+def test_a_word_vocabulary_without_common_english_words_loads(tmp_path):
+    """The load check probes with the vocabulary's own words, not a fixed English phrase."""
+    folder = tmp_path / "terse"
+    train_word_tokenizer(["Pleural effusion left.", "Pleural effusion right.", "Cardiomegaly present."] * 2, folder,
+                         min_count=2)
+    tok = load_tokenizer(folder)
+    assert tok.convert_tokens_to_ids("pleural") != tok.unk_token_id
+
+
+def test_the_vectors_summary_never_overwrites_the_tokenizer_beside_it(tmp_path):
+    pytest.importorskip("gensim")
+    folder = tmp_path / "tok"
+    tok = train_word_tokenizer(TEXTS, folder, min_count=2)
+    before = (folder / "tokenizer.json").read_bytes()
+    make_word_vectors(tok, folder / "tokenizer.safetensors", texts=TEXTS, dim=8, seed=0, epochs=1)
+    assert (folder / "tokenizer.json").read_bytes() == before and (folder / "tokenizer.vectors.json").is_file()
+    with pytest.raises(ConfigError, match="must end in .safetensors"):
+        make_word_vectors(tok, folder / "vectors.bin", texts=TEXTS, dim=8)

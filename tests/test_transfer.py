@@ -380,8 +380,9 @@ def test_finetune_step_limit_rises_to_min_epochs_on_large_draws_only():
     # the calibrated demo: 1,000 labels keep 3,000 steps (96 passes); all 15,625 get 10 passes
     assert s.step_limit(10) == 3000 and s.step_limit(1000) == 3000 and s.step_limit(15625) == 4880
     assert FinetuneSettings(min_epochs=0).step_limit(15625) == 3000
-    with pytest.raises(ConfigError, match="min_epochs"):
-        FinetuneSettings(min_epochs=-1).validate()
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="min_epochs"):
+            FinetuneSettings(min_epochs=bad).validate()
 
 
 def test_a_changed_step_rule_reruns_only_the_cells_whose_limit_changes(sweep, synth, tmp_path):

@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,9 @@ from radpair.models import ImageEncoderConfig, TextEncoderConfig
 from radpair.transfer import TransferConfig
 from radpair_train.config import DataConfig, OptimConfig, PretrainConfig, TrainConfig
 from radpair_train.loop import Trainer, check_output_dir
+
+if TYPE_CHECKING:
+    from radpair.data.synth import SynthConfig
 
 HEADLINE_PAIRS = [("convirt:linear", "random:finetune"), ("convirt:linear", "random:linear")]
 
@@ -275,6 +278,20 @@ class StageCache:
         atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
 
+def corpus_stage_settings(cfg: DemoConfig, synth_cfg: SynthConfig, cache: StageCache) -> dict[str, Any]:
+    """What keys the corpus stage: the knobs of :meth:`SynthConfig.key_dict`, so knobs added
+    at neutral values re-make nothing. A folder cached while the key held every knob keeps
+    that key: the corpus is the same either way, and re-keying it would redo every stage."""
+    from radpair.data.synth.generate import GENERATOR_VERSION
+
+    settings = {"seed": cfg.seed, "n_images": cfg.n_images, "image_size": cfg.image_size,
+                "difficulty": cfg.difficulty, "synth": synth_cfg.key_dict(), "generator_version": GENERATOR_VERSION}
+    legacy = {**settings, "synth": synth_cfg.to_dict()}
+    if cache.data.get("corpus", {}).get("key") == cache.key(legacy):
+        return legacy
+    return settings
+
+
 class _Stages:
     """Prints one line per stage with its wall time; records the times for results.json."""
 
@@ -323,7 +340,6 @@ def _pretrain_settings(cfg: PretrainConfig) -> dict[str, Any]:
 
 def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     from radpair.data.synth import SynthConfig, generate_corpus
-    from radpair.data.synth.generate import GENERATOR_VERSION
     from radpair.evaluation.transfer_page import write_transfer_report
     from radpair.text import load_tokenizer, train_wordpiece_tokenizer
     from radpair.transfer import run_transfer
@@ -337,8 +353,7 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
     t_start = time.perf_counter()
 
     synth_cfg = SynthConfig.preset(cfg.difficulty)
-    corpus_settings = {"seed": cfg.seed, "n_images": cfg.n_images, "image_size": cfg.image_size,
-                       "difficulty": cfg.difficulty, "synth": synth_cfg.key_dict(), "generator_version": GENERATOR_VERSION}
+    corpus_settings = corpus_stage_settings(cfg, synth_cfg, cache)
     corpus_key = cache.key(corpus_settings)
     if cache.fresh("corpus", corpus_key, corpus_settings, [out / "corpus"]):
         corpus = Corpus.open(out / "corpus")

@@ -60,8 +60,18 @@ def load_tokenizer(path: str | Path):
 
 
 def check_tokenizer(tokenizer, source: str) -> None:
-    """Fail loudly if the vocabulary was not loaded (a silent transformers-5 trap)."""
-    ids = tokenizer("the heart is normal in size", add_special_tokens=False)["input_ids"]
+    """Fail loudly if the vocabulary was not loaded (a silent transformers-5 trap).
+
+    The probe is made of the tokenizer's own words, not a fixed English phrase: a word-level
+    vocabulary (TieNet's) of telegraphic or non-English reports may hold none of the words
+    of any fixed sentence and still be perfectly valid."""
+    special = set(tokenizer.all_special_tokens)
+    words = sorted(t for t in tokenizer.get_vocab() if t not in special and not t.startswith("##") and t.isalpha())
+    if not words:
+        raise DataError(f"tokenizer at {source!r} holds no words besides its special tokens: its vocabulary did "
+                        "not load")
+    probe = " ".join(words[:: max(1, len(words) // 5)][:5])
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
     unk = tokenizer.unk_token_id
-    if ids and all(i == unk for i in ids):
+    if not ids or all(i == unk for i in ids):
         raise DataError(f"tokenizer at {source!r} maps every word to [UNK]: its vocabulary did not load")

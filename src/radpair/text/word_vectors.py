@@ -47,8 +47,10 @@ def _gensim():
 
 
 def summary_path(path: str | Path) -> Path:
-    """The JSON written beside a matrix file (``vectors.safetensors`` -> ``vectors.json``)."""
-    return Path(path).with_suffix(".json")
+    """The JSON written beside a matrix file (``vectors.safetensors`` -> ``vectors.vectors.json``).
+    Not ``with_suffix(".json")``: a matrix named ``tokenizer.safetensors`` inside the
+    tokenizer folder would overwrite the tokenizer's own ``tokenizer.json``."""
+    return Path(path).with_suffix(".vectors.json")
 
 
 def vocabulary_fingerprint(tokenizer) -> str:
@@ -237,6 +239,8 @@ def make_word_vectors(tokenizer, out: str | Path, *, texts: Iterable[str] | None
     ``tokenizer`` and write the matrix to ``out``; returns the summary (coverage)."""
     if (texts is None) == (vectors_file is None):
         raise ConfigError("give either texts to train word2vec on or a vectors file, not both or neither")
+    if Path(out).suffix != ".safetensors":  # checked before word2vec trains, not after
+        raise ConfigError(f"word vectors output {str(out)!r} must end in .safetensors")
     if vectors_file is not None:
         vectors = load_vectors(vectors_file, binary)
         if dim is not None and vectors.vector_size != int(dim):

@@ -97,8 +97,8 @@ class FinetuneSettings:
             raise ConfigError("finetune.head_lr_scale must be positive")
         if self.batch_size < 2 or self.max_steps < 1 or self.patience < 1 or self.min_steps < 0:
             raise ConfigError("finetune.batch_size must be >= 2 and max_steps, patience positive")
-        if not self.min_epochs >= 0:
-            raise ConfigError(f"finetune.min_epochs must be >= 0; got {self.min_epochs}")
+        if not 0 <= self.min_epochs <= 1000:
+            raise ConfigError(f"finetune.min_epochs must lie in [0, 1000] passes; got {self.min_epochs}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("finetune.warmup_fraction must lie in [0, 1)")
 
