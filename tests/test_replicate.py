@@ -42,7 +42,7 @@ def papers():
 
 @pytest.fixture(autouse=True)
 def _no_torch(monkeypatch):
-    """paper_status() without an explicit list would import the model code (torch).
+    """paper_status() sees a fixed method list and capabilities, not the live registries.
 
     The transfer harness registers its capabilities into ``registry.CAPABILITIES`` when first
     imported; imported first under this fixture's stand-in set, it would leave the real set

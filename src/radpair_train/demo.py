@@ -278,6 +278,16 @@ class StageCache:
         atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
 
+# The knobs the corpus key held while it was keyed on every knob (the neutral shift knobs
+# included). Frozen here: a knob added later must not change that older key too.
+_KNOBS_KEYED_IN_FULL = (
+    "conspicuity", "noise", "anatomy_variation", "distractor_rate", "distractor_illness_link",
+    "heart_size_confounding", "report_noise", "lateral_view_rate", "repeat_frontal_rate", "mean_studies_per_patient",
+    "max_studies_per_patient", "paragraph_report_rate", "line_wrap_rate", "split_fractions", "body_scale",
+    "chest_aspect", "heart_scale", "exposure_gamma", "exposure_contrast", "exposure_brightness", "noise_grain",
+    "device_rate", "findings_only", "finding_prevalence")
+
+
 def corpus_stage_settings(cfg: DemoConfig, synth_cfg: SynthConfig, cache: StageCache) -> dict[str, Any]:
     """What keys the corpus stage: the knobs of :meth:`SynthConfig.key_dict`, so knobs added
     at neutral values re-make nothing. A folder cached while the key held every knob keeps
@@ -286,7 +296,8 @@ def corpus_stage_settings(cfg: DemoConfig, synth_cfg: SynthConfig, cache: StageC
 
     settings = {"seed": cfg.seed, "n_images": cfg.n_images, "image_size": cfg.image_size,
                 "difficulty": cfg.difficulty, "synth": synth_cfg.key_dict(), "generator_version": GENERATOR_VERSION}
-    legacy = {**settings, "synth": synth_cfg.to_dict()}
+    full = synth_cfg.to_dict()
+    legacy = {**settings, "synth": {k: full[k] for k in _KNOBS_KEYED_IN_FULL if k in full}}
     if cache.data.get("corpus", {}).get("key") == cache.key(legacy):
         return legacy
     return settings
