@@ -32,27 +32,37 @@ VARIANTS = {
 }
 
 
-def pretrain(method: str, corpus: Path, tokenizer: Path, out: Path, seed: int, progress: bool,
-             demo_config: Path | None = None) -> Path:
-    """Pretrain ``method``'s CPU preset, or a variant of the demo's ConVIRT run (``VARIANTS``)."""
+def fit_preset(config: Path, corpus: Path, tokenizer: Path, out: Path, seed: int, extra: list[str] | None = None,
+               progress: bool = False, stamp: str = "wall_s.txt") -> float:
+    """Train the preset ``config`` on a demo folder's corpus and tokenizer into ``out``
+    (resuming an interrupted run), with ``extra`` overrides; writes the wall seconds to
+    ``out/stamp`` and returns them. Every benchmark that pretrains on the demo's data uses it."""
     from radpair.config import load_config
     from radpair_train.config import PretrainConfig
     from radpair_train.loop import Trainer
 
+    over = [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
+            f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}", *(extra or [])]
+    cfg = load_config(PretrainConfig, config, over)
+    t0 = time.time()
+    Trainer(cfg).fit(resume=True)
+    seconds = time.time() - t0
+    (out / stamp).write_text(f"{seconds:.0f}\n")
+    return seconds
+
+
+def pretrain(method: str, corpus: Path, tokenizer: Path, out: Path, seed: int, progress: bool,
+             demo_config: Path | None = None) -> Path:
+    """Pretrain ``method``'s CPU preset, or a variant of the demo's ConVIRT run (``VARIANTS``)."""
     weights = out / "image_encoder.safetensors"
     if weights.is_file() and (out / "run_info.json").is_file():
         return weights
-    common = [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
-              f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}"]
     if method in VARIANTS:
         if demo_config is None or not demo_config.is_file():
             raise SystemExit(f"variant {method} needs the demo's pretrain/config.yaml ({demo_config})")
-        cfg = load_config(PretrainConfig, demo_config, common + VARIANTS[method])
+        fit_preset(demo_config, corpus, tokenizer, out, seed, VARIANTS[method], progress)
     else:
-        cfg = load_config(PretrainConfig, REPO / "configs" / f"{method}_cpu.yaml", common)
-    t0 = time.time()
-    Trainer(cfg).fit(resume=True)
-    (out / "wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
+        fit_preset(REPO / "configs" / f"{method}_cpu.yaml", corpus, tokenizer, out, seed, progress=progress)
     return weights
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,26 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pretrain(fraction: float, repeat: int, corpus: Path, tokenizer: Path, out: Path, seed: int) -> Path:
-    from radpair.config import load_config
-    from radpair_train.config import PretrainConfig
-    from radpair_train.loop import Trainer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from method_quality import fit_preset
 
     weights = out / "image_encoder.safetensors"
     if weights.is_file() and (out / "run_info.json").is_file():
         return weights
-    over = [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
-            f"train.seed={seed + 1000 * repeat}", "train.progress=false", f"data.pair_fraction={fraction}",
-            f"data.pair_fraction_seed={repeat}"]
-    cfg = load_config(PretrainConfig, REPO / "configs" / "radtex_captioning_cpu.yaml", over)
-    t0 = time.time()
-    Trainer(cfg).fit(resume=True)
-    (out / "wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
+    fit_preset(REPO / "configs" / "radtex_captioning_cpu.yaml", corpus, tokenizer, out, seed + 1000 * repeat,
+               [f"data.pair_fraction={fraction}", f"data.pair_fraction_seed={repeat}"])
     return weights
 
 
 def main() -> int:
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from method_quality import transfer
 

@@ -23,27 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def train(variant: str, alpha: float | None, corpus: Path, tokenizer: Path, out: Path, steps: int, seed: int) -> Path:
-    from radpair.config import load_config
-    from radpair_train.config import PretrainConfig
-    from radpair_train.loop import Trainer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from method_quality import fit_preset
 
     if (out / "DONE").is_file():
         return out
-    over = [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
-            f"train.seed={seed}", "train.progress=false", f"train.max_steps={steps}", f"method.variant={variant}"]
+    extra = [f"train.max_steps={steps}", f"method.variant={variant}"]
     if alpha is not None:
-        over.append(f"method.alpha={alpha}")
-    cfg = load_config(PretrainConfig, REPO / "configs" / "tienet_cpu.yaml", over)
-    t0 = time.time()
-    Trainer(cfg).fit(resume=True)
-    (out / "DONE").write_text(f"{time.time() - t0:.0f}\n")
+        extra.append(f"method.alpha={alpha}")
+    fit_preset(REPO / "configs" / "tienet_cpu.yaml", corpus, tokenizer, out, seed, extra, stamp="DONE")
     return out
 
 

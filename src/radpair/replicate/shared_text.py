@@ -23,7 +23,6 @@ the paper-file tests read the settings without them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -33,6 +32,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from radpair.errors import ConfigError
+from radpair.package.files import sha256_file
 
 # what `radpair replicate` trained before papers could choose (train_wordpiece_tokenizer's
 # min_frequency default is 2); settings equal to this leave every stamp as it was
@@ -179,14 +179,6 @@ def train_word_vectors(corpus, tokenizer: Path, folder: Path, settings: Mapping[
     return path
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class SharedText:
     """What the paper's runs read text with: the tokenizer folder and its settings, and the
@@ -209,7 +201,7 @@ class SharedText:
         if found is not None:
             settings, path = found
             overrides.append(f"method.word_vectors={path}")
-            stamp["word_vectors"] = {**settings, "sha256": file_sha256(path)}
+            stamp["word_vectors"] = {**settings, "sha256": sha256_file(path)}
         return overrides, stamp
 
 
