@@ -267,13 +267,12 @@ def word_vector_plan(paper: Paper, mode: str) -> dict[tuple[str, str], dict[str,
     return plan
 
 
-def _shared_text(paper: Paper, mode: str, corpus, out: Path, log: Log) -> SharedText:
+def _shared_text(paper: Paper, mode: str, corpus, out: Path, log: Log, vocabulary: dict[str, Any],
+                 plan: dict[tuple[str, str], dict[str, Any]]) -> SharedText:
     """The tokenizer stage and the word-vectors stage: the paper's tokenizer, then one set
     of word2vec vectors per (tokenizer, dimension, seed) under ``out/word_vectors``."""
-    from radpair.replicate.shared_text import paper_vocabulary, tokenizer_stamp, train_word_vectors
+    from radpair.replicate.shared_text import tokenizer_stamp, train_word_vectors
 
-    vocabulary = paper_vocabulary(paper, mode)
-    plan = word_vector_plan(paper, mode)
     tokenizer = _tokenizer(corpus, out, vocabulary)
     stamp = tokenizer_stamp(_corpus_stamp(corpus), vocabulary)
     files: dict[str, Path] = {}
@@ -902,21 +901,21 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
     from radpair.replicate.shared_text import paper_vocabulary
     from radpair.replicate.tables import evaluate_claims, render_table
 
-    paper_vocabulary(paper, mode)  # one tokenizer for all methods: conflicting settings are a fault of the file
+    vocabulary = paper_vocabulary(paper, mode)  # one tokenizer for all methods: a conflict is a fault of the file
     status = paper_status(paper)
     if not status.runnable:
         raise ConfigError(f"{paper.name} cannot run yet; {status.summary()}")
     for ev in paper.evaluations:
         if ev.kind not in ("matching", "generation") and all(c in CAPABILITIES for c in ev.requires):
             raise ConfigError(f"{paper.name}: evaluation kind {ev.kind!r} is not connected to the runner yet")
-    word_vector_plan(paper, mode)  # word vectors that cannot fit a run stop here, before any work
+    plan = word_vector_plan(paper, mode)  # word vectors that cannot fit a run stop here, before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     roles = ({m.corpus for m in paper.methods} | {p.corpus for p in paper.transfer}
              | {e.corpus for p in paper.transfer for e in p.eval_sets} | {e.corpus for e in paper.evaluations})
     corpora = {role: _corpus(paper, role, mode, data, out, log) for role in sorted(roles)}
-    text = _shared_text(paper, mode, corpora["main"], out, log)
+    text = _shared_text(paper, mode, corpora["main"], out, log, vocabulary, plan)
     runs: dict[str, Path] = {}
     selections: dict[str, dict] = {}
     for m in paper.methods:
