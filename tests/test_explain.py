@@ -115,6 +115,31 @@ def test_captioner_has_one_attention_map_per_generated_word_each_summing_to_one(
         assert saved["maps"].shape[0] == len(item.words)
 
 
+@pytest.mark.parametrize("run, target", [("supervised", "cardiomegaly"), ("radtex", "auto")])
+def test_gradcam_maps_depend_on_the_image_alone_and_leave_the_model_untouched(runs, run, target):
+    """Two bugs this pins down: MONAI's wrapper left the model in train mode, so every later
+    call moved the BatchNorm statistics and changed the maps; and a report writer's score
+    encoded one image at a time, so a batch got the last image's activations only."""
+    from radpair.data.corpus import Corpus
+    from radpair.data.tensors import images_to_tensor
+    from radpair.explain.maps import choose_layer, gradcam
+
+    subject = load_subject(runs[run])
+    x = images_to_tensor(Corpus.open(runs["corpus"]).read_images(np.arange(5)))
+    layer = subject.model.get_submodule(choose_layer(subject, tuple(x.shape[-2:]), None).name)
+    state = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    whole = gradcam(subject, x, target, batch_size=5).maps
+    assert whole.shape[0] == 5
+    one_by_one = gradcam(subject, x, target, batch_size=1).maps
+    again = gradcam(subject, x, target, batch_size=2).maps
+    np.testing.assert_allclose(one_by_one, whole, rtol=1e-4, atol=1e-6 * float(np.abs(whole).max()))
+    np.testing.assert_allclose(again, whole, rtol=1e-4, atol=1e-6 * float(np.abs(whole).max()))
+    assert not subject.model.training
+    assert not layer._forward_hooks and not layer._backward_hooks
+    for k, v in subject.model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
 class _Holder(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -117,6 +118,10 @@ class _Score(nn.Module):
         super().__init__()
         self.model = model
         self.fn = fn
+        # MONAI puts its module in eval mode and afterwards calls ``.train()`` if it was
+        # training; a fresh module is, so the model would leave in train mode and every
+        # later forward would move its BatchNorm statistics. Mirror the model's mode.
+        self.train(model.training)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.fn(images).reshape(-1, 1)
@@ -195,33 +200,45 @@ def greedy_reports(subject: Subject, x: torch.Tensor, max_new: int | None = None
 
 def report_log_likelihood(subject: Subject, tokens: list[list[int]]):
     """``images -> [B]`` summed log-probability of each image's fixed report (teacher-forced
-    through the decoding step interface), differentiable in the images."""
+    through the decoding step interface), differentiable in the images.
+
+    The whole batch goes through ``start_decoding`` in one call: Grad-CAM reads the layer's
+    activations from the last forward pass, so encoding one image at a time would leave it
+    the last image's activations only (one map per batch). Reports of different lengths are
+    padded after their EOS; a step past a report's end adds nothing, and the decoder is
+    causal, so the padding changes no earlier step."""
     model = subject.model
 
     def fn(images: torch.Tensor) -> torch.Tensor:
-        out = []
-        for i in range(images.shape[0]):
-            seq = [int(model.bos_id), *tokens[i], int(model.eos_id)]
-            state = model.start_decoding(images[i:i + 1])
-            total = images.new_zeros(())
-            for t in range(1, len(seq)):
-                logits, state = model.decode_step(torch.tensor([seq[:t]], device=images.device), state)
-                total = total + torch.log_softmax(logits[0].float(), -1)[seq[t]]
-            out.append(total)
-        return torch.stack(out)
+        b = images.shape[0]
+        if len(tokens) < b:
+            raise ValueError(f"{len(tokens)} reports for {b} images")
+        seqs = [[int(model.bos_id), *tokens[i], int(model.eos_id)] for i in range(b)]
+        length = max(len(q) for q in seqs)
+        ids = torch.tensor([q + [int(model.eos_id)] * (length - len(q)) for q in seqs], device=images.device)
+        ends = torch.tensor([len(q) for q in seqs], device=images.device)
+        state = model.start_decoding(images)
+        total = images.new_zeros(b)
+        for t in range(1, length):
+            logits, state = model.decode_step(ids[:, :t], state)
+            step = torch.log_softmax(logits.float(), -1).gather(1, ids[:, t:t + 1])[:, 0]
+            total = total + torch.where(t < ends, step, torch.zeros_like(step))
+        return total
 
     return fn
 
 
 def resolve_target(subject: Subject, x: torch.Tensor, target: str | None, reports: Sequence[str] | None,
-                   tokens: list[list[int]] | None = None, prompts: str = "findings7"):
+                   tokens: list[list[int]] | None = None, prompts: str = "findings7", use_classifier: bool = True):
     """(score function ``images -> [B]``, :class:`Target`) for ``target`` (a class name, or
     None/``auto``): a classifier's logit of the class (auto: each image's top class); else
     for a joint embedding the similarity to the class's prompts (auto: to the image's own
     report, or without one to its best-matching prompt class); else for a report writer the
-    log-likelihood of the report it writes."""
+    log-likelihood of the report it writes. ``use_classifier=False`` skips the classifier, so
+    a model whose classifier lacks the class (Chauhan's edema-severity head asked about a
+    nodule) can still be explained through its joint embedding."""
     auto = target in (None, "auto")
-    clf = subject.classifier()
+    clf = subject.classifier() if use_classifier else None
     if clf is not None:
         fn, what = clf
         with torch.no_grad():
@@ -281,22 +298,48 @@ class CamResult:
     target: Target
 
 
+@contextmanager
+def _hooks_removed_after(module: nn.Module):
+    """Remove every hook added to ``module`` inside the block.
+
+    MONAI's ``GradCAM`` registers a forward and a full backward hook on its target layer and
+    never removes them. Left in place they pile up, one pair per ``GradCAM`` built (one per
+    batch here): each keeps its last activations and gradients alive and runs on every later
+    forward pass, so memory and time grow with the number of batches explained. ``torch``
+    hands out handles only to the caller of ``register_*``, so the hooks are found by id."""
+    stores = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    before = {name: set(getattr(module, name, {})) for name in stores}
+    try:
+        yield
+    finally:
+        for name in stores:
+            hooks = getattr(module, name, None)
+            for key in [k for k in (hooks or {}) if k not in before[name]]:
+                hooks.pop(key, None)
+                for extra in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+                    getattr(module, extra, {}).pop(key, None)
+
+
 def gradcam(subject: Subject, x: torch.Tensor, target: str | None = None, reports: Sequence[str] | None = None,
             layer: str | None = None, tokens: list[list[int]] | None = None, prompts: str = "findings7",
-            batch_size: int = 16) -> CamResult:
-    """MONAI Grad-CAM of the score :func:`resolve_target` picks, on :func:`choose_layer`'s layer."""
+            batch_size: int = 16, use_classifier: bool = True) -> CamResult:
+    """MONAI Grad-CAM of the score :func:`resolve_target` picks, on :func:`choose_layer`'s layer.
+
+    Each batch's map depends on that batch alone: MONAI's hooks are removed after every
+    batch (:func:`_hooks_removed_after`), so the batch size and earlier calls change nothing."""
     from monai.visualize import GradCAM
 
     choice = choose_layer(subject, tuple(x.shape[-2:]), layer)
+    target_module = subject.model.get_submodule(choice.name)
     maps, per, tgt = [], [], None
     for a in range(0, x.shape[0], batch_size):
         part = x[a:a + batch_size]
         sl = slice(a, a + part.shape[0])
         fn, tgt = resolve_target(subject, part, target, None if reports is None else list(reports)[sl],
-                                 None if tokens is None else tokens[sl], prompts)
+                                 None if tokens is None else tokens[sl], prompts, use_classifier)
         per += tgt.per_image
-        cam = GradCAM(nn_module=_Score(subject.model, fn), target_layers="model." + choice.name)
-        with torch.enable_grad():
+        with _hooks_removed_after(target_module), torch.enable_grad():
+            cam = GradCAM(nn_module=_Score(subject.model, fn), target_layers="model." + choice.name)
             try:
                 m = cam.compute_map(part.clone().requires_grad_(True), class_idx=0)
             except (RuntimeError, TypeError, AttributeError) as exc:
