@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -298,36 +297,17 @@ class CamResult:
     target: Target
 
 
-@contextmanager
-def _hooks_removed_after(module: nn.Module):
-    """Remove every hook added to ``module`` inside the block.
-
-    MONAI's ``GradCAM`` registers a forward and a full backward hook on its target layer and
-    never removes them. Left in place they pile up, one pair per ``GradCAM`` built (one per
-    batch here): each keeps its last activations and gradients alive and runs on every later
-    forward pass, so memory and time grow with the number of batches explained. ``torch``
-    hands out handles only to the caller of ``register_*``, so the hooks are found by id."""
-    stores = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    before = {name: set(getattr(module, name, {})) for name in stores}
-    try:
-        yield
-    finally:
-        for name in stores:
-            hooks = getattr(module, name, None)
-            for key in [k for k in (hooks or {}) if k not in before[name]]:
-                hooks.pop(key, None)
-                for extra in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
-                    getattr(module, extra, {}).pop(key, None)
-
-
 def gradcam(subject: Subject, x: torch.Tensor, target: str | None = None, reports: Sequence[str] | None = None,
             layer: str | None = None, tokens: list[list[int]] | None = None, prompts: str = "findings7",
             batch_size: int = 16, use_classifier: bool = True) -> CamResult:
     """MONAI Grad-CAM of the score :func:`resolve_target` picks, on :func:`choose_layer`'s layer.
 
-    Each batch's map depends on that batch alone: MONAI's hooks are removed after every
-    batch (:func:`_hooks_removed_after`), so the batch size and earlier calls change nothing."""
+    Each batch's map depends on that batch alone, and the model leaves as it came (modes,
+    no hooks: :func:`radpair.models.isolation.model_left_as_found`), so the batch size and
+    earlier calls change nothing."""
     from monai.visualize import GradCAM
+
+    from radpair.models.isolation import model_left_as_found
 
     choice = choose_layer(subject, tuple(x.shape[-2:]), layer)
     target_module = subject.model.get_submodule(choice.name)
@@ -338,11 +318,11 @@ def gradcam(subject: Subject, x: torch.Tensor, target: str | None = None, report
         fn, tgt = resolve_target(subject, part, target, None if reports is None else list(reports)[sl],
                                  None if tokens is None else tokens[sl], prompts, use_classifier)
         per += tgt.per_image
-        with _hooks_removed_after(target_module), torch.enable_grad():
+        with model_left_as_found(subject.model, target_module), torch.enable_grad():
             cam = GradCAM(nn_module=_Score(subject.model, fn), target_layers="model." + choice.name)
             try:
                 m = cam.compute_map(part.clone().requires_grad_(True), class_idx=0)
-            except (RuntimeError, TypeError, AttributeError) as exc:
+            except (RuntimeError, TypeError, AttributeError, IndexError) as exc:
                 raise ConfigError(f"{subject.root}: no gradient of the {tgt.kind} score reaches layer {choice.name} "
                                   f"({type(exc).__name__}: {exc}); is that part of the model frozen?") from None
         maps.append(m.detach().float().cpu().numpy()[:, 0])

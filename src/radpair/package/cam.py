@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from radpair.models.isolation import model_left_as_found
+
 
 class _Logits(nn.Module):
     def __init__(self, model: nn.Module) -> None:
@@ -38,15 +40,18 @@ class CamWriter:
         self.device = device
         self.module = _Logits(pkg.model)
         self.layer = "model." + pkg.model.cam_layer()
-        self.cam = GradCAM(nn_module=self.module, target_layers=self.layer)
+        self.hooked = pkg.model.get_submodule(pkg.model.cam_layer())
+        self._gradcam = GradCAM
         self.count = 0
 
     def write(self, batch, ok: list[int], probs: np.ndarray) -> dict[int, str]:
         """PNG overlays of ``batch[ok]``; returns ``{batch position: file path}``."""
         x = self.pkg.preprocessing.to_tensor(np.stack([batch[k].image for k in ok])).to(self.device)
         top = probs.argmax(axis=1)
-        with torch.enable_grad():
-            maps = self.cam(x, class_idx=torch.as_tensor(top)).detach().cpu().numpy()[:, 0]
+        # a GradCAM per batch, its hooks removed after: the package's model may outlive predict
+        with model_left_as_found(self.pkg.model, self.hooked), torch.enable_grad():
+            cam = self._gradcam(nn_module=self.module, target_layers=self.layer)
+            maps = cam(x, class_idx=torch.as_tensor(top)).detach().cpu().numpy()[:, 0]
         out = {}
         for j, k in enumerate(ok):
             self.count += 1
