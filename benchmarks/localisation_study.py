@@ -366,6 +366,9 @@ def main(argv=None) -> int:
         record = {**record, "notes": notes, "train_seconds": trained, "detection_auc": detection,
                   "runs": {k: str(v) for k, v in runs.items()}}
         (out / "localisation.json").write_text(json.dumps(record, indent=2))
+        from radpair.evaluation.run_figures import plot_localisation
+
+        plot_localisation(record, out / "pointing_game.png")
     return 0
 
 

@@ -56,7 +56,8 @@ def test_quick_demo_page_ends_with_explanations_localisation_and_package(quick_d
     assert len(overlays) == 6 and all((out / f).is_file() for f in overlays)
     for f in overlays:
         Image.open(out / f).verify()
-    assert page_html.count("data:image/png;base64") >= 6 + 2 and "<h2>Model package</h2>" in page_html
+    assert page_html.count("data:image/png;base64") >= 6 + 3 and "<h2>Model package</h2>" in page_html
+    assert "![pointing game per finding" in page and (out / "localisation" / "pointing_game.png").is_file()
     assert "| finding | images | chance | model | pointing game | mass share |" in page
     results = json.loads((out / "results.json").read_text())
     loc = results["localisation"]

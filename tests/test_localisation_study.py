@@ -16,6 +16,7 @@ def test_train_mode_scores_a_classifier_and_a_report_writer_and_resumes(tmp_path
             "--methods", "scratch,chauhan_ranking,radtex_captioning", "--n-bootstrap", "20", "--threads", "1"]
     assert localisation_study.main(args) == 0
     data = json.loads((tmp_path / "study" / "localisation.json").read_text())
+    assert (tmp_path / "study" / "pointing_game.png").stat().st_size > 0
     assert set(data["runs"]) == set(data["train_seconds"]) == {"scratch", "chauhan_ranking", "radtex_captioning"}
     methods = {s["method"] for s in data["scores"]}
     assert {"scratch", "chauhan_ranking", "radtex_captioning", "centre", "uniform"} <= methods

@@ -634,6 +634,7 @@ def generated_reports_blocks(generation: dict[str, dict[str, Any]]) -> list:
 # ---- the model package, its explanations and their localisation ---------------------------------
 PACKAGE_DIR, PACKAGE_CHOICE = "package", "package_choice.json"
 EXPLAIN_DIR, LOCALISATION_DIR, LOCALISATION_FILE = "explain", "localisation", "localisation.json"
+LOCALISATION_FIGURE = "pointing_game.png"
 SCRATCH_ARM = "random:finetune"
 
 
@@ -802,6 +803,9 @@ def _localise(folder: Path, ecfg: "DemoExplainConfig", result, package: dict[str
     res = evaluate_localisation(saliency, masks, patients, n_bootstrap=ecfg.n_bootstrap, seed=0,
                                 baselines=("centre",))
     (folder / "localisation.md").write_text(res.to_markdown())
+    from radpair.evaluation.run_figures import plot_localisation
+
+    plot_localisation(res.to_dict(), folder / LOCALISATION_FIGURE)
     return {"available": True, "images": int(len(rows)), "models": {k: str(v) for k, v in models.items()},
             "layers": layers, "notes": notes, **res.to_dict()}
 
@@ -862,6 +866,9 @@ def explanation_blocks(out: Path, explanations: dict[str, Any] | None, localisat
                     rows.append([finding, str((localisation.get("n_images") or {}).get(finding, "")), _fmt3(chance), m,
                                  _ci(pg), _ci(ms)])
             blocks.append(Table(["finding", "images", "chance", "model", "pointing game", "mass share"], rows))
+            if (out / LOCALISATION_DIR / LOCALISATION_FIGURE).is_file():  # older cached stages have no figure
+                blocks.append(Image(f"{LOCALISATION_DIR}/{LOCALISATION_FIGURE}",
+                                    "pointing game per finding and model, 95% intervals; dotted: chance"))
             for n in localisation.get("notes", []):
                 blocks.append(Paragraph(f"Note: {n}."))
             blocks.append(Paragraph(f"Paired differences and every number: `{LOCALISATION_DIR}/localisation.md`, "

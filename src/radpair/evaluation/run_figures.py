@@ -220,3 +220,46 @@ def machine_info() -> MachineInfo:
         radpair=radpair.__version__,
         git_commit=_git_commit(),
     )
+
+
+def plot_localisation(record: dict[str, Any], out_png: str | Path, metric: str = "pointing_game") -> Path | None:
+    """Per finding, each model's localisation score with its CI (points and bars), the chance
+    level as a grey tick: the figure of a localisation record
+    (:meth:`radpair.evaluation.localisation.LocalisationResult.to_dict`). ``None`` when the
+    record has no scores for ``metric``."""
+    scores = [s for s in record.get("scores", []) if s.get("metric") == metric and s.get("value") is not None]
+    if not scores:
+        return None
+    findings = list(dict.fromkeys(s["finding"] for s in scores))
+    methods = [m for m in dict.fromkeys(s["method"] for s in scores) if m != "uniform"]
+    by = {(s["method"], s["finding"]): s for s in scores}
+    fig = _new_figure(7.5, 0.9 + 0.42 * len(findings) * max(1, len(methods)) ** 0.5 + 0.6)
+    ax = fig.add_subplot()
+    step = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        ys, xs, lo, hi = [], [], [], []
+        for j, f in enumerate(findings):
+            s = by.get((m, f))
+            if s is None:
+                continue
+            ys.append(j - 0.4 + step * (i + 0.5))
+            xs.append(s["value"])
+            lo.append(s["value"] - (s["ci_low"] if s.get("ci_low") is not None else s["value"]))
+            hi.append((s["ci_high"] if s.get("ci_high") is not None else s["value"]) - s["value"])
+        style = {"color": "0.45", "marker": "s"} if m == "centre" else {"color": f"C{i % 10}", "marker": "o"}
+        ax.errorbar(xs, ys, xerr=[lo, hi], linestyle="none", markersize=4, capsize=2, label=m, **style)
+    for j, f in enumerate(findings):
+        c = (record.get("chance") or {}).get(f)
+        if c is not None:
+            ax.plot([c, c], [j - 0.45, j + 0.45], color="0.6", linewidth=1, linestyle=":")
+    n = record.get("n_images") or {}
+    ax.set_yticks(range(len(findings)), [f"{f} ({n.get(f, '?')})" for f in findings])
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(f"{metric.replace('_', ' ')} (dotted: chance)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Localisation against the drawn findings")
+    out = Path(out_png)
+    fig.savefig(out)
+    return out
