@@ -179,15 +179,15 @@ def summary_markdown(record: dict, findings, metric: str = "pointing_game") -> s
              if d["metric"] == metric and d["method_b"] == "centre"}
     runs = [m for m in dict.fromkeys(r["method"] for r in record["scores"]) if m not in ("centre", "uniform")]
     label = metric.replace("_", " ")
-    lines = ["| finding (images) | chance | centre | " + " | ".join(runs) + " |",
+    lines = ["| finding (images) | chance | centre |" + "".join(f" {m} |" for m in runs),
              "|---|---|---|" + "---|" * len(runs)]
 
     def cell(method: str, f: str) -> str:
         r = scores.get((method, f))
         if r is None or r["value"] is None:
             return "–"
-        text = f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r["ci_low"] is not None else \
-            f"{r['value']:.2f}"
+        ci = r.get("ci_low") is not None and r.get("ci_high") is not None
+        text = f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if ci else f"{r['value']:.2f}"
         d = diffs.get((method, f))
         if d and d["ci_low"] is not None and d["ci_low"] > 0:
             text += " +"
@@ -200,8 +200,8 @@ def summary_markdown(record: dict, findings, metric: str = "pointing_game") -> s
         if not n:
             continue
         chance = (record.get("chance") or {}).get(f)
-        lines.append(f"| {f} ({n}) | {'–' if chance is None else f'{chance:.3f}'} | {cell('centre', f)} | "
-                     + " | ".join(cell(m, f) for m in runs) + " |")
+        lines.append(f"| {f} ({n}) | {'–' if chance is None else f'{chance:.3f}'} | {cell('centre', f)} |"
+                     + "".join(f" {cell(m, f)} |" for m in runs))
     return (f"\n**{label.capitalize()} per finding** (95 % patient-bootstrap CI; + / -: the paired difference "
             "against the centre baseline excludes 0, above / below)\n\n" + "\n".join(lines) + "\n")
 

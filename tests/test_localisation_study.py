@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import localisation_study
 
@@ -14,6 +16,14 @@ import localisation_study
 def test_train_mode_scores_a_classifier_and_a_report_writer_and_resumes(tmp_path, capsys):
     args = ["--train", str(tmp_path), "--image-size", "64", "--images", "120", "--epochs", "1", "--max-steps", "2",
             "--methods", "scratch,chauhan_ranking,radtex_captioning", "--n-bootstrap", "20", "--threads", "1"]
+    threads = torch.get_num_threads()  # --threads sets torch's process-wide count
+    try:
+        _run_and_check(tmp_path, args, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_and_check(tmp_path, args, capsys):
     assert localisation_study.main(args) == 0
     data = json.loads((tmp_path / "study" / "localisation.json").read_text())
     assert (tmp_path / "study" / "pointing_game.png").stat().st_size > 0

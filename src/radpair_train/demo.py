@@ -805,6 +805,7 @@ def _localise(folder: Path, ecfg: "DemoExplainConfig", result, package: dict[str
     (folder / "localisation.md").write_text(res.to_markdown())
     from radpair.evaluation.run_figures import plot_localisation
 
+    (folder / LOCALISATION_FIGURE).unlink(missing_ok=True)  # never show an older run's figure
     plot_localisation(res.to_dict(), folder / LOCALISATION_FIGURE)
     return {"available": True, "images": int(len(rows)), "models": {k: str(v) for k, v in models.items()},
             "layers": layers, "notes": notes, **res.to_dict()}
@@ -868,7 +869,7 @@ def explanation_blocks(out: Path, explanations: dict[str, Any] | None, localisat
             blocks.append(Table(["finding", "images", "chance", "model", "pointing game", "mass share"], rows))
             if (out / LOCALISATION_DIR / LOCALISATION_FIGURE).is_file():  # older cached stages have no figure
                 blocks.append(Image(f"{LOCALISATION_DIR}/{LOCALISATION_FIGURE}",
-                                    "pointing game per finding and model, 95% intervals; dotted: chance"))
+                                    f"pointing game per finding and model, {pct}% intervals; dotted: chance"))
             for n in localisation.get("notes", []):
                 blocks.append(Paragraph(f"Note: {n}."))
             blocks.append(Paragraph(f"Paired differences and every number: `{LOCALISATION_DIR}/localisation.md`, "

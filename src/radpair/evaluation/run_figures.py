@@ -1,4 +1,5 @@
-"""Figures of a training run: its loss curve and sample image-report pairs; machine facts.
+"""Figures of a run for its results page: a training run's loss curve and sample
+image-report pairs, a localisation record's scores per finding; machine facts.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas and
 never through ``pyplot``: no display is needed, and the process-wide backend of a caller
@@ -244,8 +245,9 @@ def plot_localisation(record: dict[str, Any], out_png: str | Path, metric: str =
                 continue
             ys.append(j - 0.4 + step * (i + 0.5))
             xs.append(s["value"])
-            lo.append(s["value"] - (s["ci_low"] if s.get("ci_low") is not None else s["value"]))
-            hi.append((s["ci_high"] if s.get("ci_high") is not None else s["value"]) - s["value"])
+            # a collapsed interval can sit one rounding step inside the value: matplotlib refuses negatives
+            lo.append(max(0.0, s["value"] - (s["ci_low"] if s.get("ci_low") is not None else s["value"])))
+            hi.append(max(0.0, (s["ci_high"] if s.get("ci_high") is not None else s["value"]) - s["value"]))
         style = {"color": "0.45", "marker": "s"} if m == "centre" else {"color": f"C{i % 10}", "marker": "o"}
         ax.errorbar(xs, ys, xerr=[lo, hi], linestyle="none", markersize=4, capsize=2, label=m, **style)
     for j, f in enumerate(findings):
@@ -258,7 +260,8 @@ def plot_localisation(record: dict[str, Any], out_png: str | Path, metric: str =
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(f"{metric.replace('_', ' ')} (dotted: chance)")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if methods:
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Localisation against the drawn findings")
     out = Path(out_png)
     fig.savefig(out)

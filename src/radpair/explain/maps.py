@@ -120,7 +120,7 @@ class _Score(nn.Module):
         # MONAI puts its module in eval mode and afterwards calls ``.train()`` if it was
         # training; a fresh module is, so the model would leave in train mode and every
         # later forward would move its BatchNorm statistics. Mirror the model's mode.
-        self.train(model.training)
+        self.training = model.training  # this wrapper's flag only; the model keeps its own
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.fn(images).reshape(-1, 1)
@@ -326,7 +326,6 @@ def gradcam(subject: Subject, x: torch.Tensor, target: str | None = None, report
                 raise ConfigError(f"{subject.root}: no gradient of the {tgt.kind} score reaches layer {choice.name} "
                                   f"({type(exc).__name__}: {exc}); is that part of the model frozen?") from None
         maps.append(m.detach().float().cpu().numpy()[:, 0])
-        subject.model.zero_grad(set_to_none=True)
     return CamResult(np.concatenate(maps), choice, Target(tgt.kind, tgt.description, per))
 
 
