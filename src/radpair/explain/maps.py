@@ -117,10 +117,6 @@ class _Score(nn.Module):
         super().__init__()
         self.model = model
         self.fn = fn
-        # MONAI puts its module in eval mode and afterwards calls ``.train()`` if it was
-        # training; a fresh module is, so the model would leave in train mode and every
-        # later forward would move its BatchNorm statistics. Mirror the model's mode.
-        self.training = model.training  # this wrapper's flag only; the model keeps its own
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.fn(images).reshape(-1, 1)

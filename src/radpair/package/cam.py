@@ -21,10 +21,6 @@ class _Logits(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        # MONAI calls ``.train()`` after each map if its module was training, and a fresh
-        # module is: the packaged model would then predict every later batch in train mode
-        # (BatchNorm on batch statistics). Mirror the model's mode instead.
-        self.training = model.training  # this wrapper's flag only; the model keeps its own
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.logits(images)
