@@ -139,11 +139,86 @@ def test_meteor_without_java_gives_reason(monkeypatch, labeler):
 def test_meteor_hang_and_crash_are_reasons(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda *a, **k: "/usr/bin/java")
     monkeypatch.setattr(rm, "_meteor_command", lambda: ["sleep", "30"])
-    score, per, reason = rm.meteor_scores(["a b"], ["a b"], timeout=0.5)
-    assert score is None and per is None and "timed out" in reason
+    score, per, stats, reason = rm.meteor_scores(["a b"], ["a b"], timeout=0.5)
+    assert score is None and per is None and stats is None and "timed out" in reason
     monkeypatch.setattr(rm, "_meteor_command", lambda: ["true"])
-    score, per, reason = rm.meteor_scores(["a b"], ["a b"], timeout=10)
+    score, per, stats, reason = rm.meteor_scores(["a b"], ["a b"], timeout=10)
     assert score is None and reason.startswith("METEOR failed")
+
+
+# Three statistics lines the METEOR 1.5 jar wrote (-stdio -l en -norm) for the pairs
+# ("the heart is enlarged .", "heart size is enlarged ."), ("no acute cardiopulmonary process .",
+# "no acute process ."), ("lungs are clear . no effusion .", "there is a small left effusion ."),
+# with the jar's segment scores and its EVAL aggregate of all three.
+JAR_LINES = ["5.0 5.0 2.0 3.0 2.0 2.0 2.0 2.0" + " 0.0" * 12 + " 2.0 4.0 4.0",
+             "4.0 5.0 2.0 2.0 2.0 2.0 2.0 2.0" + " 0.0" * 12 + " 2.0 4.0 4.0",
+             "7.0 7.0 4.0 4.0 1.0 1.0 1.0 1.0" + " 0.0" * 12 + " 1.0 2.0 2.0"]
+JAR_SEGMENTS = [0.4108986339976993, 0.3622139617230904, 0.146975280622254]
+JAR_AGGREGATE = 0.2908186678979151
+
+
+def test_meteor_from_stats_reproduces_the_jar_per_segment_and_in_aggregate():
+    stats = np.array([[float(x) for x in line.split()] for line in JAR_LINES])
+    assert stats.shape == (3, len(rm.METEOR_STAT_COLUMNS))
+    assert np.allclose(rm.meteor_from_stats(stats), JAR_SEGMENTS, rtol=0, atol=1e-12)
+    assert abs(rm.meteor_from_stats(stats.sum(0))[0] - JAR_AGGREGATE) < 1e-12
+    # the aggregate is not the mean segment score, which is why the statistics are kept
+    assert abs(np.mean(JAR_SEGMENTS) - JAR_AGGREGATE) > 0.01
+    # a perfect match has no fragmentation penalty; no match at all scores 0, not NaN
+    perfect = np.array([3, 3, 1, 1, 2, 2, 1, 1] + [0] * 12 + [1, 3, 3], dtype=float)
+    none = np.array([3, 3, 1, 1] + [0] * 16 + [0, 0, 0], dtype=float)
+    assert rm.meteor_from_stats(np.stack([perfect, none])).tolist() == [1.0, 0.0]
+    with pytest.raises(DataError, match="23 columns"):
+        rm.meteor_from_stats(np.zeros((1, 5)))
+    checked = rm._checked_meteor_stats(JAR_LINES, np.asarray(JAR_SEGMENTS), JAR_AGGREGATE)
+    assert checked is not None and np.array_equal(checked, stats)
+    # statistics that do not give the jar's scores (another jar or settings) are not used
+    assert rm._checked_meteor_stats(JAR_LINES, np.asarray(JAR_SEGMENTS) + 1e-3, JAR_AGGREGATE) is None
+    assert rm._checked_meteor_stats(JAR_LINES, np.asarray(JAR_SEGMENTS), JAR_AGGREGATE + 1e-3) is None
+    assert rm._checked_meteor_stats(["1 2 3"] * 3, np.asarray(JAR_SEGMENTS), JAR_AGGREGATE) is None
+    # the jar adds no chunks for a perfectly matched segment ("heart size is normal ." twice);
+    # the jar's EVAL of this line with the first one gave 0.5202737176006357
+    perfect_line = "5.0 5.0 2.0 2.0 3.0 3.0 2.0 2.0" + " 0.0" * 12 + " 1.0 5.0 5.0"
+    kept = rm._checked_meteor_stats([JAR_LINES[0], perfect_line], np.array([JAR_SEGMENTS[0], 1.0]),
+                                    0.5202737176006357)
+    assert kept is not None and kept[:, rm.METEOR_STAT_COLUMNS.index("meteor_stat_chunks")].tolist() == [2.0, 0.0]
+
+
+def _meteor_table(with_stats: bool) -> pd.DataFrame:
+    stats = np.array([[float(x) for x in line.split()] for line in JAR_LINES])
+    table = pd.DataFrame({"id": ["a", "b", "c"], "meteor": JAR_SEGMENTS})
+    if with_stats:
+        for j, col in enumerate(rm.METEOR_STAT_COLUMNS):
+            table[col] = stats[:, j]
+    return table
+
+
+def test_meteor_corpus_value_and_bootstrap_are_the_aggregate_where_statistics_are_kept():
+    from radpair.evaluation.paired import BootstrapDraws
+
+    kept, old = _meteor_table(True), _meteor_table(False)
+    assert rm.meteor_is_aggregate(kept) and not rm.meteor_is_aggregate(old)
+    assert abs(corpus_metrics(kept)["meteor"][0] - JAR_AGGREGATE) < 1e-12
+    assert abs(corpus_metrics(old)["meteor"][0] - np.mean(JAR_SEGMENTS)) < 1e-12  # older tables
+    # a replicate drawing report "a" three times scores a's summed statistics: a's own score
+    assert abs(corpus_metrics(kept, [[3, 0, 0]])["meteor"][0] - JAR_SEGMENTS[0]) < 1e-12
+    draws = BootstrapDraws.draw(None, 400, 0, n_images=3)
+    lo, hi = rm.bootstrap_intervals(kept, draws, ["meteor"])["meteor"]
+    assert min(JAR_SEGMENTS) <= lo <= JAR_AGGREGATE <= hi <= max(JAR_SEGMENTS)
+    # a side without statistics makes both sides compare mean segment scores
+    (d,) = compare_generation(kept, old, ["meteor"], n_bootstrap=100, seed=0)
+    assert d.a == d.b == pytest.approx(np.mean(JAR_SEGMENTS)) and d.diff == 0
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime: METEOR's jar cannot run")
+def test_meteor_jar_scores_keep_statistics_that_reproduce_its_aggregate(labeler):
+    s = score_reports(GEN + REF + REF[:1], REF + GEN + REF[:1], meteor="auto", labeler=labeler, clinical=False)
+    if s.meteor_reason is not None:  # pragma: no cover - a broken Java install
+        pytest.skip(f"METEOR did not run: {s.meteor_reason}")
+    assert rm.meteor_is_aggregate(s.per_report) and not s.notes
+    assert corpus_metrics(s.per_report)["meteor"][0] == pytest.approx(s.metrics["meteor"], abs=1e-9)
+    assert np.allclose(rm.meteor_from_stats(s.per_report[list(rm.METEOR_STAT_COLUMNS)].to_numpy()),
+                       s.per_report["meteor"], atol=1e-9)
 
 
 # ---- paired comparison ---------------------------------------------------------------------------

@@ -524,6 +524,10 @@ def _generation_stage(out: Path, name: str, m_cfg: PretrainConfig, upstream: str
     sections = _written_sections(m_cfg)
     settings = {"sample": gcfg.sample, "n_scored": gcfg.n_scored, "decoding": to_dict(gcfg.decoding),
                 "n_bootstrap": gcfg.n_bootstrap, "meteor": gcfg.meteor, "ref_sections": sections}
+    if gcfg.meteor:  # only METEOR's definition has changed so far; scores without it keep their key
+        from radpair.evaluation.report_metrics import SCORING_VERSION
+
+        settings["scoring_version"] = SCORING_VERSION
     key = cache.key(settings, upstream)
     stage = f"generation_{name}"
     if cache.fresh(stage, key, settings, [folder / SUMMARY_FILE]):

@@ -41,6 +41,7 @@ from radpair.evaluation.report_metrics import (
     compare_generation,
     default_metrics,
     label_reports,
+    meteor_is_aggregate,
     score_reports,
 )
 
@@ -195,6 +196,7 @@ class GenerationResult:
     differences: list[GenerationDifference] = field(default_factory=list)
     labeler: dict[str, Any] | None = None
     command: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         from radpair.evaluation.report_metrics import MACRO_RULE, tokenize
@@ -234,6 +236,7 @@ class GenerationResult:
                 "direction": "pred - other",
             },
             "command": self.command,
+            "notes": list(self.notes),
         }
 
     def to_markdown(self) -> str:
@@ -248,7 +251,7 @@ class GenerationResult:
                 continue
             lo, hi = self.intervals.get(m, (math.nan, math.nan))
             interval = f"[{_fmt(lo)}, {_fmt(hi)}]" if self.n_bootstrap else "–"
-            if m == "meteor":
+            if m == "meteor" and not meteor_is_aggregate(self.per_report):
                 interval += " (mean segment score)"
             lines.append(f"| {metric_label(m)} | {_fmt(self.metrics.get(m))} | {interval} |")
         if self.clinical_efficacy is not None:
@@ -274,10 +277,11 @@ class GenerationResult:
                       "", "| metric | pred | other | difference | 95% CI | p |", "|---|---|---|---|---|---|"]
             for d in self.differences:
                 star = " *" if d.significant else ""
-                label = metric_label(d.metric) + (" (mean segment)" if d.metric == "meteor" else "")
+                label = metric_label(d.metric) + (" (mean segment)" if d.metric == "meteor"
+                                                  and not meteor_is_aggregate(self.per_report) else "")
                 lines.append(f"| {label} | {_fmt(d.a)} | {_fmt(d.b)} | {d.diff:+.3f}{star} | "
                              f"[{_fmt(d.ci_low)}, {_fmt(d.ci_high)}] | {_fmt(d.p_value)} |")
-        notes = []
+        notes = list(self.notes)
         if self.excluded_empty_references:
             notes.append(f"{len(self.excluded_empty_references)} predictions not scored because their reference is "
                          f"empty under '{self.ref_sections}' (e.g. {self.excluded_empty_references[:_SHOW_IDS]}).")
@@ -425,7 +429,7 @@ def evaluate_generation(
         intervals=intervals, per_report=per, clinical_efficacy=scores.clinical_efficacy,
         meteor_reason=scores.meteor_reason, ce_reason=None if scores.clinical_efficacy is not None else ce_reason,
         excluded_empty_references=excluded, unscored_references=extra, n_bootstrap=n_bootstrap, seed=seed,
-        resampling_unit=unit, labeler=lab_info,
+        resampling_unit=unit, labeler=lab_info, notes=list(scores.notes),
     )
     if other is not None:
         scores_b = score_reports(other["text"].tolist(), joined["reference"].tolist(), joined["id"].tolist(),
@@ -434,6 +438,7 @@ def evaluate_generation(
                                  reference_labels=ref_labels, progress=progress)
         result.compare = other_name
         result.compare_metrics = scores_b.metrics
+        result.notes += [n for n in scores_b.notes if n not in result.notes]
         result.differences = compare_generation(scores.per_report, scores_b.per_report, draws=draws)
     if out_dir is not None:
         result.save(out_dir)

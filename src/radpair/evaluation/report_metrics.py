@@ -27,8 +27,16 @@ that score R2Gen-style cleaned text, not with PTB-tokenised COCO scores.
   a Gaussian length penalty, x10), per report, averaged. Its idf comes from the reference
   set, so it depends on which reports are scored; the bootstrap keeps it fixed.
 * ``meteor`` - METEOR 1.5 (the jar shipped in pycocoevalcap), only when a Java runtime is on
-  PATH and answers within ``meteor_timeout``; otherwise ``None`` with the reason. Its corpus
-  score is the jar's aggregate; intervals and paired differences use the mean segment score.
+  PATH and answers within ``meteor_timeout``; otherwise ``None`` with the reason. The corpus
+  score is the jar's aggregate, which is *not* the mean of the segment scores: the jar sums
+  each segment's alignment statistics and scores the sums. So each report keeps its 23
+  statistics (``meteor_stat_*``) and :func:`meteor_from_stats` scores weighted sums of them,
+  which makes bootstrap intervals and paired differences intervals of the same aggregate
+  the point value is (they were of the mean segment score before, and the two differ:
+  0.144 against a mean of 0.168 on TieNet's test reports). The formula is the jar's
+  ``MeteorScorer.computeMetrics`` with the English defaults; every run checks it against
+  the jar's own per-report and corpus scores and, if they disagree (another jar or
+  settings), drops the statistics and falls back to the mean segment score with a note.
 
 **Clinical efficacy.** The ``chexpert`` labeler reads the generated and the reference text
 (each as given: the section choice was made when the reference was taken). Per observation,
@@ -66,6 +74,9 @@ from radpair.errors import ConfigError, DataError
 from radpair.evaluation.metrics import json_float
 from radpair.evaluation.paired import BootstrapDraws, _percentile_ci, bootstrap_p_value
 
+SCORING_VERSION = 2
+"""Bumped when a score's definition changes, so cached scores are redone (2: METEOR intervals
+and paired differences are of the jar's corpus aggregate, from kept statistics)."""
 COMMON5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 UNCERTAIN_POLICIES = {"upos": "uncertain (-1) counted as positive", "uneg": "uncertain (-1) counted as negative"}
 CE_SUBSETS = ("14", "5")
@@ -147,6 +158,50 @@ def _cider_rows(hyps: Sequence[str], refs: Sequence[str]) -> np.ndarray:
 
 
 # ---- METEOR (Java) ------------------------------------------------------------------------------
+METEOR_STAGES = ("exact", "stem", "synonym", "paraphrase")
+METEOR_STAT_COLUMNS = (
+    ["meteor_stat_test_len", "meteor_stat_ref_len", "meteor_stat_test_function", "meteor_stat_ref_function"]
+    + [f"meteor_stat_{stage}_{side}" for stage in METEOR_STAGES
+       for side in ("test_content", "ref_content", "test_function", "ref_function")]
+    + ["meteor_stat_chunks", "meteor_stat_test_word_matches", "meteor_stat_ref_word_matches"]
+)
+"""The jar's statistics line, in its order (``MeteorStats(String)``): lengths, function-word
+counts, then per matcher stage the content and function-word matches of test and reference,
+then chunks and matched words. Kept as the jar *adds them up* (``MeteorStats.addStats``): a
+segment matched perfectly (every word, one chunk) adds no chunks to the aggregate, so its
+row holds 0 chunks; its own score is the same (no fragmentation either way)."""
+# Meteor 1.5's English "default" task parameters (alpha, beta, gamma, delta) and the weights
+# of its four matcher stages; meteor_scores checks them against the jar on every run.
+METEOR_PARAMS = {"alpha": 0.85, "beta": 0.20, "gamma": 0.60, "delta": 0.75}
+METEOR_STAGE_WEIGHTS = (1.0, 0.6, 0.8, 0.6)
+_METEOR_CHECK_TOL = 1e-9
+
+
+def meteor_from_stats(stats: np.ndarray) -> np.ndarray:
+    """METEOR of each row of summed jar statistics (B, 23) -> (B,), as the jar scores them.
+
+    One report's row gives its segment score; the column sums over reports give the jar's
+    corpus aggregate, and bootstrap-weighted sums give its replicates.
+    """
+    s = np.atleast_2d(np.asarray(stats, dtype=np.float64))
+    if s.shape[1] != len(METEOR_STAT_COLUMNS):
+        raise DataError(f"METEOR statistics need {len(METEOR_STAT_COLUMNS)} columns; got {s.shape[1]}")
+    a, b, g, d = (METEOR_PARAMS[k] for k in ("alpha", "beta", "gamma", "delta"))
+    test_len, ref_len, test_fn, ref_fn = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+    stage = s[:, 4:4 + 4 * len(METEOR_STAGES)].reshape(len(s), len(METEOR_STAGES), 4)
+    weights = np.asarray(METEOR_STAGE_WEIGHTS)
+    chunks, test_words, ref_words = s[:, -3], s[:, -2], s[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        test_matches = (weights * (d * stage[:, :, 0] + (1 - d) * stage[:, :, 2])).sum(1)
+        ref_matches = (weights * (d * stage[:, :, 1] + (1 - d) * stage[:, :, 3])).sum(1)
+        precision = test_matches / (d * (test_len - test_fn) + (1 - d) * test_fn)
+        recall = ref_matches / (d * (ref_len - ref_fn) + (1 - d) * ref_fn)
+        f_mean = 1.0 / ((1 - a) / precision + a / recall)
+        frag = np.where(_meteor_perfect(s), 0.0, chunks / ((test_words + ref_words) / 2))
+        score = f_mean * (1 - g * np.power(frag, b))
+    return np.where(np.isnan(score), 0.0, np.maximum(score, 0.0))
+
+
 def _meteor_command() -> list[str]:
     """The command pycocoevalcap's ``Meteor`` runs (separate function so tests can swap it)."""
     import pycocoevalcap.meteor.meteor as mod
@@ -156,24 +211,26 @@ def _meteor_command() -> list[str]:
 
 
 def meteor_scores(hyps: Sequence[str], refs: Sequence[str], timeout: float = 600.0
-                  ) -> tuple[float | None, np.ndarray | None, str | None]:
-    """(corpus METEOR, per-report scores, None), or (None, None, reason) when it cannot run.
+                  ) -> tuple[float | None, np.ndarray | None, np.ndarray | None, str | None]:
+    """(corpus METEOR, per-report scores, per-report statistics (n, 23) or None, None), or
+    (None, None, None, reason) when it cannot run. The statistics are None when
+    :func:`meteor_from_stats` does not reproduce the jar's scores.
 
     Speaks the jar's ``-stdio`` protocol as pycocoevalcap does (one SCORE line per report,
     then one EVAL line), but in a thread with a deadline: the JVM takes ~10 s to load its
     paraphrase table and may hang or die, and one metric must never stop the evaluation.
     """
     if shutil.which("java") is None:
-        return None, None, "no Java runtime on PATH"
+        return None, None, None, "no Java runtime on PATH"
     try:
         cmd = _meteor_command()
     except Exception as exc:  # noqa: BLE001 - a broken install is a reason, not a crash
-        return None, None, f"METEOR jar not found: {exc}"
+        return None, None, None, f"METEOR jar not found: {exc}"
     try:
         proc = subprocess.Popen(cmd, cwd=str(Path(cmd[3]).parent) if len(cmd) > 3 else None,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except OSError as exc:
-        return None, None, f"could not start METEOR ({' '.join(cmd[:2])}): {exc}"
+        return None, None, None, f"could not start METEOR ({' '.join(cmd[:2])}): {exc}"
     box: dict[str, Any] = {}
 
     def talk() -> None:
@@ -190,7 +247,7 @@ def meteor_scores(hyps: Sequence[str], refs: Sequence[str], timeout: float = 600
             proc.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
             proc.stdin.flush()
             per = [float(proc.stdout.readline().strip()) for _ in stats]
-            box["result"] = (float(proc.stdout.readline().strip()), np.asarray(per, dtype=np.float64))
+            box["result"] = (float(proc.stdout.readline().strip()), np.asarray(per, dtype=np.float64), stats)
         except Exception as exc:  # noqa: BLE001 - reported as the reason
             box["error"] = exc
 
@@ -199,12 +256,12 @@ def meteor_scores(hyps: Sequence[str], refs: Sequence[str], timeout: float = 600
     worker.join(timeout)
     try:
         if worker.is_alive():
-            return None, None, f"METEOR did not finish within {timeout:g} s (Java call timed out)"
+            return None, None, None, f"METEOR did not finish within {timeout:g} s (Java call timed out)"
         if "error" in box:
             err = box["error"]
-            return None, None, f"METEOR failed: {type(err).__name__}: {err}"
-        corpus, per = box["result"]
-        return corpus, per, None
+            return None, None, None, f"METEOR failed: {type(err).__name__}: {err}"
+        corpus, per, lines = box["result"]
+        return corpus, per, _checked_meteor_stats(lines, per, corpus), None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -218,6 +275,29 @@ def meteor_scores(hyps: Sequence[str], refs: Sequence[str], timeout: float = 600
             proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+
+
+def _meteor_perfect(stats: np.ndarray) -> np.ndarray:
+    """Rows whose every test and reference word is matched, in one chunk (the jar's test)."""
+    n_stage = 4 * len(METEOR_STAGES)
+    stage = stats[:, 4:4 + n_stage].reshape(len(stats), len(METEOR_STAGES), 4)
+    return ((stage[:, :, 0].sum(1) + stage[:, :, 2].sum(1) == stats[:, 0])
+            & (stage[:, :, 1].sum(1) + stage[:, :, 3].sum(1) == stats[:, 1]) & (stats[:, -3] == 1))
+
+
+def _checked_meteor_stats(lines: Sequence[str], per: np.ndarray, corpus: float) -> np.ndarray | None:
+    """The jar's statistics lines as an (n, 23) array, or None where they do not reproduce
+    the jar's own segment and corpus scores (then the caller falls back to segment means)."""
+    try:
+        stats = np.asarray([[float(x) for x in line.split()] for line in lines], dtype=np.float64)
+        if stats.ndim != 2 or stats.shape[1] != len(METEOR_STAT_COLUMNS):
+            return None
+        stats[_meteor_perfect(stats), METEOR_STAT_COLUMNS.index("meteor_stat_chunks")] = 0.0
+        ok_segments = np.allclose(meteor_from_stats(stats), per, rtol=0, atol=_METEOR_CHECK_TOL)
+        ok_corpus = abs(float(meteor_from_stats(stats.sum(0))[0]) - corpus) <= _METEOR_CHECK_TOL
+    except (ValueError, DataError):
+        return None
+    return stats if ok_segments and ok_corpus else None
 
 
 # ---- clinical efficacy --------------------------------------------------------------------------
@@ -377,12 +457,20 @@ def score_reports(
     per["cider"] = _cider_rows(hyps, refs)
     meteor_reason = None
     meteor_corpus = None
+    notes: list[str] = []
     if meteor is False or meteor == "off":
         meteor_reason = "METEOR not requested"
     else:
-        meteor_corpus, meteor_per, meteor_reason = meteor_scores(hyps, refs, timeout=meteor_timeout)
+        meteor_corpus, meteor_per, meteor_stats, meteor_reason = meteor_scores(hyps, refs, timeout=meteor_timeout)
         if meteor_per is not None:
             per["meteor"] = meteor_per
+            if meteor_stats is not None:
+                for j, col in enumerate(METEOR_STAT_COLUMNS):
+                    per[col] = meteor_stats[:, j]
+            else:
+                notes.append("METEOR's statistics did not reproduce the jar's scores (another jar or settings?): "
+                             "its intervals and paired differences use the mean segment score, not the corpus "
+                             "aggregate")
     for j, col in enumerate(BLEU_STAT_COLUMNS):
         per[col] = stats[:, j].astype(int)
 
@@ -417,7 +505,7 @@ def score_reports(
         metrics["meteor"] = float(meteor_corpus)
     else:
         metrics["meteor"] = math.nan
-    return ReportScores(metrics, per, observations, ce, meteor_reason, ce_reason)
+    return ReportScores(metrics, per, observations, ce, meteor_reason, ce_reason, notes)
 
 
 # ---- corpus values from weighted per-report rows --------------------------------------------------
@@ -442,8 +530,10 @@ def corpus_metrics(per_report: pd.DataFrame, weights: Any = None, *, observation
     """Every corpus metric for each row of ``weights`` (B, n) of report copies: name -> (B,).
 
     ``weights=None`` is the plain corpus (one replicate of all ones). BLEU comes from summed
-    n-gram statistics (identical to pycocoevalcap's corpus BLEU at unit weights); ROUGE-L,
-    CIDEr and METEOR are weighted means of per-report scores; CE from summed TP/FP/FN.
+    n-gram statistics (identical to pycocoevalcap's corpus BLEU at unit weights) and METEOR
+    from summed alignment statistics (the jar's aggregate); ROUGE-L and CIDEr are weighted
+    means of per-report scores; CE from summed TP/FP/FN. A table without METEOR statistics
+    (saved before they were kept, or unverified) gives METEOR's weighted mean segment score.
     """
     n = len(per_report)
     w = _weights(n, weights)
@@ -464,6 +554,8 @@ def corpus_metrics(per_report: pd.DataFrame, weights: Any = None, *, observation
         for col in ("rougeL", "cider", "meteor"):
             if col in per_report.columns:
                 out[col] = (w @ per_report[col].to_numpy(dtype=np.float64)) / tot
+    if "meteor" in per_report.columns and meteor_is_aggregate(per_report):
+        out["meteor"] = meteor_from_stats(w @ per_report[list(METEOR_STAT_COLUMNS)].to_numpy(dtype=np.float64))
     obs = list(observations) if observations is not None else observations_of(per_report)
     if obs:
         common = [obs.index(o) for o in COMMON5 if o in obs]
@@ -478,6 +570,12 @@ def corpus_metrics(per_report: pd.DataFrame, weights: Any = None, *, observation
                     out[f"ce_{pol}_{name}_micro_{stat}"] = micro
                     out[f"ce_{pol}_{name}_macro_{stat}"] = _nanmean(per_obs[:, idx], 1)
     return out
+
+
+def meteor_is_aggregate(per_report: pd.DataFrame) -> bool:
+    """Whether METEOR here is the jar's corpus aggregate (statistics kept) or, for older or
+    unverified tables, the mean segment score."""
+    return all(c in per_report.columns for c in METEOR_STAT_COLUMNS)
 
 
 def default_metrics(per_report: pd.DataFrame) -> list[str]:
@@ -558,7 +656,8 @@ def compare_generation(
     Replicate b draws the same reports (or the same patients, when ``groups`` gives one
     patient id per report) for both systems, so the interval is of the difference itself.
     Corpus-level metrics (BLEU, CE F1) are recomputed per replicate from the resampled
-    rows, not averaged per report. METEOR uses the mean segment score here.
+    rows, not averaged per report; so is METEOR where its statistics were kept (else its
+    mean segment score is used, see :func:`meteor_is_aggregate`).
     """
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence must be in (0, 1); got {confidence}")
@@ -573,6 +672,10 @@ def compare_generation(
     for col in [c for c in per_report_a.columns if c.startswith(REF_PREFIX) or c == "n_tokens_reference"]:
         if col in per_report_b.columns and not per_report_a[col].fillna(-9).equals(per_report_b[col].fillna(-9)):
             raise DataError(f"the two systems were scored against different references ({col} differs)")
+    if meteor_is_aggregate(per_report_a) != meteor_is_aggregate(per_report_b):
+        # one side kept no METEOR statistics: compare mean segment scores on both sides
+        per_report_a, per_report_b = (t.drop(columns=[c for c in METEOR_STAT_COLUMNS if c in t.columns])
+                                      for t in (per_report_a, per_report_b))
     if metrics is None:
         names_b = set(default_metrics(per_report_b))
         metrics = [m for m in default_metrics(per_report_a) if m in names_b]

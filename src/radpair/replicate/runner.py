@@ -676,6 +676,7 @@ def _generation(paper: Paper, ev, corpus, runs: dict[str, Path], out: Path, devi
     every later method paired against the first (``later - first``, same draws).
     Generated reports and scores are cached against the run's DONE stamp."""
     from radpair.evaluation.generation import evaluate_generation
+    from radpair.evaluation.report_metrics import SCORING_VERSION
     from radpair.generation.decoding import DecodingConfig
     from radpair.generation.generate import generate_reports
 
@@ -705,7 +706,7 @@ def _generation(paper: Paper, ev, corpus, runs: dict[str, Path], out: Path, devi
         other = first if method_id != first and policies[method_id] == policies[first] else None
         stamp = json.dumps({"pred": (folder / f"{method_id}.stamp").read_text(), "metrics": list(ev.metrics),
                             "other": (folder / f"{other}.stamp").read_text() if other else None,
-                            "ref_sections": policies[method_id]})
+                            "ref_sections": policies[method_id], "scoring_version": SCORING_VERSION})
         cache = folder / f"{method_id}.scored.json"
         saved = json.loads(cache.read_text()) if cache.is_file() else {}
         if saved.get("stamp") != stamp:
