@@ -205,9 +205,12 @@ def test_meteor_corpus_value_and_bootstrap_are_the_aggregate_where_statistics_ar
     draws = BootstrapDraws.draw(None, 400, 0, n_images=3)
     lo, hi = rm.bootstrap_intervals(kept, draws, ["meteor"])["meteor"]
     assert min(JAR_SEGMENTS) <= lo <= JAR_AGGREGATE <= hi <= max(JAR_SEGMENTS)
-    # a side without statistics makes both sides compare mean segment scores
+    assert np.isnan(corpus_metrics(kept, [[0, 0, 0]])["meteor"][0])  # nothing drawn: no value
+    # a side without statistics makes both sides compare mean segment scores, and says so
     (d,) = compare_generation(kept, old, ["meteor"], n_bootstrap=100, seed=0)
-    assert d.a == d.b == pytest.approx(np.mean(JAR_SEGMENTS)) and d.diff == 0
+    assert d.a == d.b == pytest.approx(np.mean(JAR_SEGMENTS)) and d.diff == 0 and d.basis == "mean segment"
+    (d,) = compare_generation(kept, kept, ["meteor"], n_bootstrap=100, seed=0)
+    assert d.a == pytest.approx(JAR_AGGREGATE) and d.basis == "aggregate" and d.to_dict()["basis"] == "aggregate"
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime: METEOR's jar cannot run")

@@ -277,8 +277,7 @@ class GenerationResult:
                       "", "| metric | pred | other | difference | 95% CI | p |", "|---|---|---|---|---|---|"]
             for d in self.differences:
                 star = " *" if d.significant else ""
-                label = metric_label(d.metric) + (" (mean segment)" if d.metric == "meteor"
-                                                  and not meteor_is_aggregate(self.per_report) else "")
+                label = metric_label(d.metric) + (" (mean segment)" if d.basis == "mean segment" else "")
                 lines.append(f"| {label} | {_fmt(d.a)} | {_fmt(d.b)} | {d.diff:+.3f}{star} | "
                              f"[{_fmt(d.ci_low)}, {_fmt(d.ci_high)}] | {_fmt(d.p_value)} |")
         notes = list(self.notes)
@@ -438,7 +437,7 @@ def evaluate_generation(
                                  reference_labels=ref_labels, progress=progress)
         result.compare = other_name
         result.compare_metrics = scores_b.metrics
-        result.notes += [n for n in scores_b.notes if n not in result.notes]
+        result.notes += [f"Compared system ({other_name}): {n}" for n in scores_b.notes]
         result.differences = compare_generation(scores.per_report, scores_b.per_report, draws=draws)
     if out_dir is not None:
         result.save(out_dir)

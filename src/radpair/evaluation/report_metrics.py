@@ -468,9 +468,9 @@ def score_reports(
                 for j, col in enumerate(METEOR_STAT_COLUMNS):
                     per[col] = meteor_stats[:, j]
             else:
-                notes.append("METEOR's statistics did not reproduce the jar's scores (another jar or settings?): "
-                             "its intervals and paired differences use the mean segment score, not the corpus "
-                             "aggregate")
+                notes.append("METEOR's statistics did not reproduce the jar's scores (another jar or settings?), "
+                             "so METEOR's interval and paired differences use the mean segment score, not the "
+                             "corpus aggregate")
     for j, col in enumerate(BLEU_STAT_COLUMNS):
         per[col] = stats[:, j].astype(int)
 
@@ -555,7 +555,8 @@ def corpus_metrics(per_report: pd.DataFrame, weights: Any = None, *, observation
             if col in per_report.columns:
                 out[col] = (w @ per_report[col].to_numpy(dtype=np.float64)) / tot
     if "meteor" in per_report.columns and meteor_is_aggregate(per_report):
-        out["meteor"] = meteor_from_stats(w @ per_report[list(METEOR_STAT_COLUMNS)].to_numpy(dtype=np.float64))
+        agg = meteor_from_stats(w @ per_report[list(METEOR_STAT_COLUMNS)].to_numpy(dtype=np.float64))
+        out["meteor"] = np.where(tot > 0, agg, np.nan)  # no reports drawn: no value, as for the means
     obs = list(observations) if observations is not None else observations_of(per_report)
     if obs:
         common = [obs.index(o) for o in COMMON5 if o in obs]
@@ -627,6 +628,9 @@ class GenerationDifference:
     unit: str
     confidence: float = 0.95
     seed: int | None = None
+    basis: str | None = None
+    """For METEOR: ``"aggregate"`` (the jar's corpus score, from kept statistics) or
+    ``"mean segment"`` (a side kept none); None for the other metrics."""
 
     @property
     def significant(self) -> bool:
@@ -637,7 +641,7 @@ class GenerationDifference:
                 "diff": json_float(self.diff), "ci_low": json_float(self.ci_low), "ci_high": json_float(self.ci_high),
                 "p_value": json_float(self.p_value), "n_valid": int(self.n_valid),
                 "n_bootstrap": int(self.n_bootstrap), "unit": self.unit, "confidence": float(self.confidence),
-                "seed": self.seed}
+                "seed": self.seed, "basis": self.basis}
 
 
 def compare_generation(
@@ -697,6 +701,9 @@ def compare_generation(
         else:
             lo = hi = p = math.nan
             nv = 0
+        basis = None
+        if m == "meteor":
+            basis = "aggregate" if meteor_is_aggregate(per_report_a) else "mean segment"
         out.append(GenerationDifference(m, a, b, a - b, lo, hi, p, nv, draws.n_bootstrap, draws.unit.value,
-                                        confidence, draws.seed))
+                                        confidence, draws.seed, basis))
     return out

@@ -723,7 +723,8 @@ def _generation(paper: Paper, ev, corpus, runs: dict[str, Path], out: Path, devi
             names = {_GENERATION.get(m, m): m for m in ev.metrics}
             saved = {"stamp": stamp, "cells": cells,
                      "detail": {"ref_sections": policies[method_id], "n_reports": result.n_reports,
-                                "meteor_reason": result.meteor_reason, "ce_reason": result.ce_reason},
+                                "meteor_reason": result.meteor_reason, "ce_reason": result.ce_reason,
+                                "notes": list(result.notes)},
                      "differences": [{**d.to_dict(), "metric": names[d.metric]} for d in result.differences
                                      if d.metric in names]}
             cache.write_text(json.dumps(saved, allow_nan=False, default=_finite))
@@ -857,7 +858,8 @@ def _selection_lines(paper: Paper, selections: dict[str, dict]) -> list[str]:
 
 
 def _missing_reasons(table, details: dict[str, dict]) -> list[str]:
-    """Why a generation metric has no value (METEOR without Java, CE without the labeler)."""
+    """Why a generation metric has no value (METEOR without Java, CE without the labeler), and
+    the scorer's notes (e.g. METEOR intervals on the mean segment score)."""
     evaluation = table.select.get("evaluation")
     if evaluation not in details:
         return []
@@ -867,6 +869,7 @@ def _missing_reasons(table, details: dict[str, dict]) -> list[str]:
             lines.append(f"METEOR of `{method_id}` not computed: {d['meteor_reason']}.")
         if d.get("ce_reason"):
             lines.append(f"CE-F1 of `{method_id}` not computed: {d['ce_reason']}.")
+        lines += [f"`{method_id}`: {note}." for note in d.get("notes") or []]
     return lines
 
 
@@ -887,7 +890,8 @@ def _difference_lines(paper: Paper, details: dict[str, dict]) -> list[str]:
                 star = " *" if (x["ci_low"] or 0) > 0 or (x["ci_high"] or 0) < 0 else ""
                 lo, hi, p = (("–" if v is None else f"{v:.{k}f}") for v, k in
                              ((x["ci_low"], 4), (x["ci_high"], 4), (x["p_value"], 3)))
-                lines.append(f"| {x['metric']} | {x['diff']:+.4f}{star} | [{lo}, {hi}] | {p} |")
+                name = x["metric"] + (" (mean segment)" if x.get("basis") == "mean segment" else "")
+                lines.append(f"| {name} | {x['diff']:+.4f}{star} | [{lo}, {hi}] | {p} |")
             lines += ["", "\\* the 95% interval excludes 0.", ""]
     return lines
 
