@@ -47,6 +47,19 @@ def test_arms_with_the_same_downstream_settings_share_one_study():
     assert len(studies) == 1 and len(studies[0][0]) == 8
     settings = studies[0][1]
     assert settings["finetune.max_steps"] == 600 and settings["finetune.lr"] == [1e-3]
+    assert settings["finetune.epochs"] == 10  # the paper's epochs, within the stated 600-step cap
+
+
+def test_a_papers_downstream_epochs_reach_fine_tuned_arms():
+    from radpair.replicate.runner import NO_STEP_CAP
+
+    # chauhan2020 states epochs and no step cap: the epochs alone set the limit
+    (arms, settings), = transfer_studies(load_paper("chauhan2020").protocol("edema"), "cpu")
+    assert [a.id for a in arms] == ["image-only"]
+    assert settings["finetune.epochs"] == 10 and settings["finetune.max_steps"] == NO_STEP_CAP
+    # timnet states both: 20 epochs, at most 400 steps
+    (_, t), = transfer_studies(load_paper("timnet").protocol("binary"), "cpu")
+    assert t["finetune.epochs"] == 20 and t["finetune.max_steps"] == 400 and t["finetune.min_epochs"] == 0
 
 
 def test_quick_run_writes_tables_and_claims(tmp_path, monkeypatch):
@@ -76,11 +89,11 @@ def test_chauhan_joint_arms_score_the_methods_own_classifier(tmp_path, monkeypat
     semi = dict(o.split("=", 1) for o in pretrain_overrides(paper, paper.method("ranking-dot-semi"), "cpu",
                                                             joint_protocol(paper, "ranking-dot-semi")))
     # generic schedule names go where the method says; the protocol's labels become the method's
-    assert semi["method.ranking_epochs"] == "8" and semi["method.joint_epochs"] == "30"
+    assert semi["method.ranking_epochs"] == "2" and semi["method.joint_epochs"] == "10"
     assert semi["method.labelled_fraction"] == "0.15" and semi["method.label_source"] == "report"
     assert semi["optim.schedule"] == "linear" and semi["method.variant"] == "semi_supervised"  # warmup-linear
     labelled_only = dict(o.split("=", 1) for o in pretrain_overrides(paper, paper.method("l2"), "cpu"))
-    assert labelled_only["method.joint_epochs"] == "30" and "train.epochs" not in labelled_only
+    assert labelled_only["method.joint_epochs"] == "10" and "train.epochs" not in labelled_only
 
     _shrink(monkeypatch, 3)
     report = run_paper(paper, "quick", None, tmp_path / "c", progress=False, log=lambda m: None)

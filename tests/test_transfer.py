@@ -385,6 +385,29 @@ def test_finetune_step_limit_rises_to_min_epochs_on_large_draws_only():
             FinetuneSettings(min_epochs=bad).validate()
 
 
+def test_finetune_stated_epochs_set_the_step_limit_within_max_steps():
+    from radpair.transfer.config import FinetuneSettings
+    from radpair.transfer.sweep import _settings
+    from radpair.transfer.arms import RANDOM, Arm, Protocol, Start
+
+    # chauhan2020 cpu: 10 epochs over 2,998 labelled images at batch 32 (93 steps a pass); the
+    # 10-pass floor and the 3,000-step default no longer apply
+    s = FinetuneSettings(max_steps=10**9, batch_size=32, epochs=10)
+    assert s.step_limit(2998) == 930 and s.step_limit(5) == 10  # 5 rows: one step a pass
+    # timnet cpu: 20 epochs at batch 16, capped at the stated 400 steps
+    t = FinetuneSettings(max_steps=400, batch_size=16, epochs=20, min_epochs=0)
+    assert t.step_limit(77) == 80 and t.step_limit(1543) == 400
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="finetune.epochs"):
+            FinetuneSettings(epochs=bad).validate()
+    # the cell fingerprint holds the limit, not the rule: unset epochs leave old fingerprints alone
+    cfg = _quick(protocols=["finetune"])
+    arm = Arm(Start(RANDOM, None, "resnet_tiny"), Protocol.FINETUNE)
+    assert "epochs" not in _settings(arm, cfg, 100)
+    cfg.finetune.epochs, cfg.finetune.max_steps = 10, 10**9
+    assert _settings(arm, cfg, 100)["max_steps"] == 10 * (100 // cfg.finetune.batch_size)
+
+
 def test_a_changed_step_rule_reruns_only_the_cells_whose_limit_changes(sweep, synth, tmp_path):
     import shutil
 

@@ -749,8 +749,11 @@ def _grid_text(protocol: str, cfg: dict[str, Any]) -> str:
         aug = s.get("augment") or {}
         return (f"encoder lr ∈ {_set(s.get('lr', []))} (head ×{_fmt_value(s.get('head_lr_scale', 1.0))}) × weight "
                 f"decay ∈ {_set(s.get('weight_decay', []))}; batch {s.get('batch_size', '?')}, "
-                f"{s.get('min_steps', '?')}–{s.get('max_steps', '?')} steps"
-                + (f" (at least {_fmt_value(s['min_epochs'])} passes over large draws)" if s.get("min_epochs") else "")
+                + (f"{_fmt_value(s['epochs'])} passes over the draw"
+                   + (f" (at most {s['max_steps']} steps)" if (s.get("max_steps") or 0) < 10**9 else "")
+                   if s.get("epochs") else
+                   f"{s.get('min_steps', '?')}–{s.get('max_steps', '?')} steps"
+                   + (f" (at least {_fmt_value(s['min_epochs'])} passes over large draws)" if s.get("min_epochs") else ""))
                 + f", patience {s.get('patience', '?')}, "
                 f"warmup {_fmt_value(s.get('warmup_fraction', 0))}; augmentation "
                 f"{'on' if aug.get('enabled', False) else 'off'}")

@@ -413,9 +413,13 @@ _HYPER = {  # downstream hyper-parameters (paper / cpu / quick) -> TransferConfi
     "lr": ("finetune.lr", "frozen_head.lr"),
     "batch_size": ("finetune.batch_size", "frozen_head.batch_size"),
     "max_steps": ("finetune.max_steps",),
-    "epochs": ("frozen_head.max_epochs",),
+    "epochs": ("frozen_head.max_epochs", "finetune.epochs"),
     "weight_decay": ("finetune.weight_decay", "frozen_head.weight_decay"),
 }
+
+
+NO_STEP_CAP = 10**9
+"""``finetune.max_steps`` where a paper states epochs and no step cap."""
 
 
 def _available(arm: Arm) -> bool:
@@ -440,6 +444,8 @@ def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dic
                 settings[target] = [value] if target.endswith((".lr", ".weight_decay")) else value
             if key == "max_steps":  # a paper's stated step count is a cap, not a floor
                 settings["finetune.min_epochs"] = 0.0
+        if hyper.get("epochs") is not None and hyper.get("max_steps") is None:
+            settings["finetune.max_steps"] = NO_STEP_CAP  # the paper's epochs alone decide
         if arm.head and arm.head != "linear" and arm.protocol == "frozen-head":
             settings["frozen_head.head"] = arm.head
         sig = json.dumps(settings, sort_keys=True)

@@ -83,6 +83,11 @@ class FinetuneSettings:
     on all three corpus seeds had its best validation score at step 2,650-3,000 of 3,000:
     the from-scratch baseline was cut off while still improving. Small draws are
     unaffected (1,000 labels: 3,000 steps are 96 passes). 0 makes ``max_steps`` a hard cap."""
+    epochs: float | None = None
+    """Passes over the draw, where a protocol states them (a paper's downstream epochs):
+    the step limit is then this many passes, at most ``max_steps``, and ``min_epochs``
+    does not apply. None keeps the rule above. Without it a replicate's stated epochs
+    reached only the frozen head, and a fine-tuned arm ran ``max_steps`` whatever the paper said."""
     min_steps: int = 500
     """No stop before this: validation scores of small draws are noisy early in training."""
     eval_every: int = 0
@@ -99,13 +104,18 @@ class FinetuneSettings:
             raise ConfigError("finetune.batch_size must be >= 2 and max_steps, patience positive")
         if not 0 <= self.min_epochs <= 1000:
             raise ConfigError(f"finetune.min_epochs must lie in [0, 1000] passes; got {self.min_epochs}")
+        if self.epochs is not None and not 0 < self.epochs <= 10000:
+            raise ConfigError(f"finetune.epochs must lie in (0, 10000] passes, or be null; got {self.epochs}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("finetune.warmup_fraction must lie in [0, 1)")
 
     def step_limit(self, n_train: int) -> int:
         """The training steps a draw of ``n_train`` rows gets: ``max_steps``, or
-        ``min_epochs`` passes where those are more (the cosine schedule spans this limit)."""
+        ``min_epochs`` passes where those are more; with ``epochs`` set, that many passes,
+        at most ``max_steps`` (the cosine schedule spans this limit)."""
         steps_per_epoch = max(1, n_train // max(2, min(self.batch_size, n_train)))
+        if self.epochs is not None:
+            return max(1, min(self.max_steps, math.ceil(self.epochs * steps_per_epoch)))
         return max(self.max_steps, math.ceil(self.min_epochs * steps_per_epoch))
 
 

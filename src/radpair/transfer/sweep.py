@@ -279,6 +279,7 @@ def _settings(arm: Arm, cfg: TransferConfig, n_train: int) -> dict[str, Any]:
     if arm.protocol is Protocol.FINETUNE:
         settings = to_dict(cfg.finetune)
         settings.pop("min_epochs")
+        settings.pop("epochs")
         settings["max_steps"] = cfg.finetune.step_limit(n_train)
         return settings
     return to_dict({Protocol.LINEAR: cfg.linear, Protocol.FROZEN_HEAD: cfg.frozen_head}[arm.protocol])
