@@ -33,7 +33,7 @@ that score R2Gen-style cleaned text, not with PTB-tokenised COCO scores.
   statistics (``meteor_stat_*``) and :func:`meteor_from_stats` scores weighted sums of them,
   which makes bootstrap intervals and paired differences intervals of the same aggregate
   the point value is (they were of the mean segment score before, and the two differ:
-  0.144 against a mean of 0.168 on TieNet's test reports). The formula is the jar's
+  0.144 against a mean of 0.169 for the captioning baseline of the TieNet replicate). The formula is the jar's
   ``MeteorScorer.computeMetrics`` with the English defaults; every run checks it against
   the jar's own per-report and corpus scores and, if they disagree (another jar or
   settings), drops the statistics and falls back to the mean segment score with a note.
@@ -188,7 +188,7 @@ def meteor_from_stats(stats: np.ndarray) -> np.ndarray:
         raise DataError(f"METEOR statistics need {len(METEOR_STAT_COLUMNS)} columns; got {s.shape[1]}")
     a, b, g, d = (METEOR_PARAMS[k] for k in ("alpha", "beta", "gamma", "delta"))
     test_len, ref_len, test_fn, ref_fn = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
-    stage = s[:, 4:4 + 4 * len(METEOR_STAGES)].reshape(len(s), len(METEOR_STAGES), 4)
+    stage = _meteor_stage_matches(s)
     weights = np.asarray(METEOR_STAGE_WEIGHTS)
     chunks, test_words, ref_words = s[:, -3], s[:, -2], s[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -277,10 +277,14 @@ def meteor_scores(hyps: Sequence[str], refs: Sequence[str], timeout: float = 600
             pass
 
 
+def _meteor_stage_matches(stats: np.ndarray) -> np.ndarray:
+    """(n, stages, 4) view of the per-stage matches: test content, ref content, test function, ref function."""
+    return stats[:, 4:4 + 4 * len(METEOR_STAGES)].reshape(len(stats), len(METEOR_STAGES), 4)
+
+
 def _meteor_perfect(stats: np.ndarray) -> np.ndarray:
     """Rows whose every test and reference word is matched, in one chunk (the jar's test)."""
-    n_stage = 4 * len(METEOR_STAGES)
-    stage = stats[:, 4:4 + n_stage].reshape(len(stats), len(METEOR_STAGES), 4)
+    stage = _meteor_stage_matches(stats)
     return ((stage[:, :, 0].sum(1) + stage[:, :, 2].sum(1) == stats[:, 0])
             & (stage[:, :, 1].sum(1) + stage[:, :, 3].sum(1) == stats[:, 1]) & (stats[:, -3] == 1))
 
@@ -551,10 +555,11 @@ def corpus_metrics(per_report: pd.DataFrame, weights: Any = None, *, observation
             prod = prod * (s[:, 2 + BLEU_N + k] + _TINY) / (s[:, 2 + k] + _SMALL)
             out[f"bleu{k + 1}"] = prod ** (1.0 / (k + 1)) * bp
     with np.errstate(invalid="ignore", divide="ignore"):
-        for col in ("rougeL", "cider", "meteor"):
+        aggregate = "meteor" in per_report.columns and meteor_is_aggregate(per_report)
+        for col in ("rougeL", "cider") + (() if aggregate else ("meteor",)):
             if col in per_report.columns:
                 out[col] = (w @ per_report[col].to_numpy(dtype=np.float64)) / tot
-    if "meteor" in per_report.columns and meteor_is_aggregate(per_report):
+    if aggregate:
         agg = meteor_from_stats(w @ per_report[list(METEOR_STAT_COLUMNS)].to_numpy(dtype=np.float64))
         out["meteor"] = np.where(tot > 0, agg, np.nan)  # no reports drawn: no value, as for the means
     obs = list(observations) if observations is not None else observations_of(per_report)

@@ -45,6 +45,7 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 
 from radpair.errors import DataError
+from radpair.transfer.config import NO_STEP_CAP
 from radpair.transfer.results import CellResult, TransferResult
 from radpair.transfer.subsets import Budget
 
@@ -750,7 +751,7 @@ def _grid_text(protocol: str, cfg: dict[str, Any]) -> str:
         return (f"encoder lr ∈ {_set(s.get('lr', []))} (head ×{_fmt_value(s.get('head_lr_scale', 1.0))}) × weight "
                 f"decay ∈ {_set(s.get('weight_decay', []))}; batch {s.get('batch_size', '?')}, "
                 + (f"{_fmt_value(s['epochs'])} passes over the draw"
-                   + (f" (at most {s['max_steps']} steps)" if (s.get("max_steps") or 0) < 10**9 else "")
+                   + (f" (at most {s['max_steps']} steps)" if (s.get("max_steps") or 0) < NO_STEP_CAP else "")
                    if s.get("epochs") else
                    f"{s.get('min_steps', '?')}–{s.get('max_steps', '?')} steps"
                    + (f" (at least {_fmt_value(s['min_epochs'])} passes over large draws)" if s.get("min_epochs") else ""))

@@ -44,6 +44,7 @@ from typing import Any, Callable
 from radpair.errors import ConfigError
 from radpair.replicate.schema import Arm, EvalSet, MethodSpec, Paper, Protocol
 from radpair.replicate.shared_text import SharedText
+from radpair.transfer.config import NO_STEP_CAP
 
 Log = Callable[[str], None]
 
@@ -416,10 +417,6 @@ _HYPER = {  # downstream hyper-parameters (paper / cpu / quick) -> TransferConfi
     "epochs": ("frozen_head.max_epochs", "finetune.epochs"),
     "weight_decay": ("finetune.weight_decay", "frozen_head.weight_decay"),
 }
-
-
-NO_STEP_CAP = 10**9
-"""``finetune.max_steps`` where a paper states epochs and no step cap."""
 
 
 def _available(arm: Arm) -> bool:

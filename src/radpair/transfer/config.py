@@ -64,6 +64,11 @@ class FrozenHeadSettings:
             raise ConfigError("frozen_head.batch_size, max_epochs and patience must be positive")
 
 
+NO_STEP_CAP = 10**9
+"""``FinetuneSettings.max_steps`` where ``epochs`` alone should decide (a paper states epochs
+and no step cap)."""
+
+
 @dataclass
 class FinetuneSettings:
     """Encoder and a linear head trained end to end; the grid's ``lr`` is the encoder's,
