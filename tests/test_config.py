@@ -42,3 +42,18 @@ def test_missing_and_bad_yaml(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(PretrainConfig, bad)
+
+
+def test_an_override_sets_a_mapping_instead_of_merging_into_it(tmp_path):
+    from radpair.config import apply_overrides
+
+    base = {"optim": {"lr": 0.2, "lr_scale": {"textual": 0.005}}, "train": {"epochs": 3}}
+    out = apply_overrides(base, ["optim.lr_scale={}", "train.seed=1", "data.batch_size=8"])
+    assert out == {"optim": {"lr": 0.2, "lr_scale": {}}, "train": {"epochs": 3, "seed": 1}, "data": {"batch_size": 8}}
+    assert base["optim"]["lr_scale"] == {"textual": 0.005} and base["train"] == {"epochs": 3}  # untouched
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim:\n  name: sgd\n  lr_scale: {textual: 0.005, visual_projection: 0.005}\n")
+    assert load_config(PretrainConfig, recipe, ["optim.lr_scale={}"]).optim.lr_scale == {}
+    assert load_config(PretrainConfig, recipe, ['optim.lr_scale={"textual": 0.1}']).optim.lr_scale == {"textual": 0.1}
+    with pytest.raises(ConfigError, match="must look like"):
+        apply_overrides(base, ["optim.lr"])

@@ -100,6 +100,16 @@ def test_cpu_and_quick_presets_are_complete(papers):
         assert paper.corpora["main"].preset("data") is None
 
 
+def test_quick_values_beat_an_arms_stated_epochs(papers):
+    # RadTex's random arm states 50 epochs (cpu 30); its protocol's quick block says 2
+    pathology9 = papers["radtex"].protocol("pathology9")
+    assert pathology9.hyper("random", "cpu")["epochs"] == 30
+    quick = pathology9.hyper("random", "quick")
+    assert quick["epochs"] == 2 and quick["max_steps"] == 20 and quick["lr"] == 0.2
+    assert "repeats" not in quick and "budgets" not in quick
+    assert pathology9.hyper("radtex-frozen", "quick")["epochs"] == 2
+
+
 def test_published_numbers_decide_the_claims_as_the_files_say(papers):
     # a transcription error in a table usually flips one of these
     for paper in papers.values():

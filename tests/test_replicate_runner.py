@@ -41,6 +41,27 @@ def test_method_settings_and_options_become_config_overrides():
         pretrain_overrides(paper, bad, "cpu")
 
 
+def test_radtex_cpu_pretraining_is_the_measured_adam_preset_and_data_mode_keeps_virtex():
+    # the cpu preset states one Adam rate; merged into the recipe, its lr_scale={} once kept
+    # VirTex's 0.005 scale on the decoder (and LookAhead), and the decoder learned nothing
+    from radpair.config import load_config
+    from radpair.replicate import runner, vocab
+    from radpair_train.config import PretrainConfig
+
+    paper = load_paper("radtex")
+    recipe = runner._repo_root() / paper.info.recipe
+    cpu = load_config(PretrainConfig, recipe, pretrain_overrides(paper, paper.method("radtex"), "cpu")).optim
+    assert (cpu.name, cpu.lr, cpu.lr_scale, cpu.lookahead_steps, cpu.grad_clip) == ("adam", 1e-3, {}, 0, 1.0)
+    data = load_config(PretrainConfig, recipe, pretrain_overrides(paper, paper.method("radtex"), "data")).optim
+    assert (data.name, data.lr, data.lookahead_steps) == ("sgd", 0.2, 5)
+    assert data.lr_scale == {"textual": 0.005, "visual_projection": 0.005}
+    assert set(runner._OPTIMIZERS) == set(vocab.OPTIMIZERS)
+    for name in ("chauhan2020", "convirt_sections", "tienet", "timnet"):  # their recipes have no LookAhead
+        other = load_paper(name)
+        for spec in other.methods:
+            assert not any(o.startswith("optim.lookahead_steps=") for o in pretrain_overrides(other, spec, "cpu"))
+
+
 def test_arms_with_the_same_downstream_settings_share_one_study():
     paper = load_paper("convirt_sections")
     studies = transfer_studies(paper.protocol("chexpert"), "cpu")

@@ -141,6 +141,32 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return nested
 
 
+def apply_overrides(base: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``base`` with each ``key.subkey=value`` set, in order: the value replaces what the key
+    held, a mapping included. Merging instead (``deep_merge``) made ``optim.lr_scale={}``
+    keep the recipe's scales, so a preset could never clear a mapping; the replicate's
+    RadTex pretraining trained its decoder at 0.005x the intended rate that way."""
+    out = deep_merge(base, {})
+    for key, value in _flat_overrides(overrides):
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, Mapping) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def _flat_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    parse_overrides(overrides)  # the same errors as ever, before anything is set
+    out = []
+    for item in overrides:
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw) if raw != "" else ""))
+    return out
+
+
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
@@ -177,7 +203,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
         if (hasattr(hint, "from_mapping") and isinstance(new, Mapping) and isinstance(old, Mapping)
                 and "name" in new and new["name"] != old.get("name", getattr(hint, "name", new["name"]))):
             data = {**data, f.name: {}}
-    data = deep_merge(data, update)
+    data = apply_overrides(data, overrides)
     return from_dict(cls, data)
 
 

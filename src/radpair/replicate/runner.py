@@ -68,7 +68,9 @@ _SETTING_KEYS: dict[str, str | None] = {
     "text_sections": "data.text_sections",
     "augmentation": None,  # described; the recipe's data.augment applies
     "warmup": "optim.warmup_fraction",
-    "lr_scale": "optim.lr_scale",
+    "lr_scale": "optim.lr_scale",  # replaces the recipe's mapping ({} clears it)
+    "lookahead_steps": "optim.lookahead_steps",  # 0: no LookAhead wrapper
+    "grad_clip": "optim.grad_clip",
     "method_options": None,  # handled above
     "choose_on_validate": None,  # a grid of method keys: one run per candidate (method_candidates)
     "gpus": None,  # described: the launch (torchrun) decides
@@ -80,6 +82,19 @@ _SETTING_KEYS: dict[str, str | None] = {
 # a paper file's schedule names -> optim.schedule; the warm-up comes from optim.warmup_* (the recipe's)
 _SCHEDULES = {"constant": "constant", "cosine": "cosine", "linear": "linear", "warmup-linear": "linear",
               "warmup-cosine": "cosine"}
+
+
+# a paper file's optimizer names -> (optim.name, optim.lookahead_steps): LookAhead is part of
+# the name, so a paper that states plain Adam does not inherit a recipe's LookAhead wrapper
+# (VirTex's k = 5, the RadTex recipe's); an explicit lookahead_steps setting wins
+_OPTIMIZERS = {"adam": ("adam", 0), "adamw": ("adamw", 0), "sgd": ("sgd", 0), "sgd-lookahead": ("sgd", 5)}
+
+
+def _recipe_lookahead(paper: Paper) -> int:
+    from radpair.config import read_yaml_mapping
+
+    optim = read_yaml_mapping(_repo_root() / paper.info.recipe, "optimiser recipe").get("optim") or {}
+    return int(optim.get("lookahead_steps") or 0)
 
 
 def _method_keys(method: str) -> set[str]:
@@ -141,6 +156,13 @@ def pretrain_overrides(paper: Paper, spec: MethodSpec, mode: str, joint: Protoco
                 raise ConfigError(f"{paper.path}: method {spec.id!r}: schedule {value!r} has no equivalent here "
                                   f"(supported: {sorted(_SCHEDULES)})")
             value = _SCHEDULES[value]
+        if name == "optimizer":
+            if value not in _OPTIMIZERS:
+                raise ConfigError(f"{paper.path}: method {spec.id!r}: optimizer {value!r} has no equivalent here "
+                                  f"(supported: {sorted(_OPTIMIZERS)})")
+            value, lookahead = _OPTIMIZERS[value]
+            if settings.get("lookahead_steps") is None and lookahead != _recipe_lookahead(paper):
+                out["optim.lookahead_steps"] = lookahead  # only where it changes: other runs keep their stamps
         out[target] = value
     if joint is not None:
         plan = joint.plan(mode)

@@ -26,6 +26,7 @@ from radpair.errors import ConfigError, closest
 from radpair.replicate import vocab
 
 SCHEMA_VERSION = 1
+_PLAN_KEYS = ("repeats", "labelled_fraction", "budgets")  # a protocol's plan, not its hyper-parameters
 
 
 class PaperFileError(ConfigError):
@@ -316,8 +317,15 @@ class Protocol:
         return {"repeats": repeats, "budgets": budgets_obj, "labelled_fraction": fraction, "hyper": merged}
 
     def hyper(self, arm: Arm | str, mode: str) -> dict[str, Any]:
-        """Downstream hyper-parameters of one arm in ``mode`` (protocol values, then the arm's)."""
+        """Downstream hyper-parameters of one arm in ``mode`` (protocol values, then the arm's).
+
+        In ``quick`` mode the quick values (the protocol's, then the arm's) come last: an
+        arm's stated epochs (RadTex's 50, say) would otherwise beat the protocol's quick
+        ``epochs: 2`` and turn a smoke run back into a measurement."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
+        if mode == "quick":
+            quick = {k: v for k, v in self.quick.items() if k not in _PLAN_KEYS}
+            return deep_merge(deep_merge(self.hyper(arm, "cpu"), quick), arm.quick)
         base = self.plan(mode)["hyper"]
         return deep_merge(base, _resolve(arm.paper, arm.cpu, arm.quick, mode))
 

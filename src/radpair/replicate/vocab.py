@@ -132,7 +132,7 @@ METHOD_SETTING_KEYS = (
     "backbone", "backbone_init", "image_size", "epochs", "max_steps", "batch_size", "lr", "optimizer", "schedule",
     "warmup", "weight_decay", "grad_clip", "text_sections", "text_encoder", "max_length", "embedding_dim",
     "projection_dim", "temperature", "augmentation", "pairs", "labelled_epochs", "gpus", "lr_scale",
-    "method_options", "choose_on_validate", "vocabulary", "word_vectors",
+    "lookahead_steps", "method_options", "choose_on_validate", "vocabulary", "word_vectors",
 )
 # ``vocabulary``: the tokenizer every method of the paper reads (one per paper, trained on
 # the main corpus's training reports); ``kind`` wordpiece (subword pieces, the default) or

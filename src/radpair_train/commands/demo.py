@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from radpair.config import deep_merge, from_dict, parse_overrides, to_dict
+    from radpair.config import apply_overrides, deep_merge, from_dict, to_dict
     from radpair_train.demo import DemoConfig, quick_config, run_demo
     from radpair_train.loop import check_output_dir
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         base = deep_merge(base, yaml.safe_load(Path(args.config).read_text()) or {})
-    merged = deep_merge(base, parse_overrides(args.overrides))
+    merged = apply_overrides(base, args.overrides)
     if args.methods:
         merged["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     cfg = from_dict(DemoConfig, merged)

@@ -63,7 +63,7 @@ def _csv(text: str) -> list[str]:
 
 def build_config(args: argparse.Namespace):
     """TransferConfig defaults, then ``--config``, then the flags actually given, then key=value."""
-    from radpair.config import deep_merge, from_dict, parse_overrides, read_yaml_mapping, to_dict
+    from radpair.config import apply_overrides, deep_merge, from_dict, read_yaml_mapping, to_dict
     from radpair.errors import ConfigError
     from radpair.transfer import TransferConfig
 
@@ -93,7 +93,7 @@ def build_config(args: argparse.Namespace):
         flags["views"] = [] if args.views.strip().lower() == "all" else _csv(args.views)
     if args.head is not None:
         flags["frozen_head"] = {"head": args.head}
-    merged = deep_merge(deep_merge(base, flags), parse_overrides(args.overrides))
+    merged = apply_overrides(deep_merge(base, flags), args.overrides)
     try:
         cfg = from_dict(TransferConfig, merged)
     except ConfigError as exc:
