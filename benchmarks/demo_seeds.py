@@ -22,7 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from radpair.config import deep_merge, from_dict, parse_overrides, to_dict  # noqa: E402
+from radpair.config import apply_overrides, from_dict, to_dict  # noqa: E402
 
 PAIRS = [("convirt:linear", "random:finetune"), ("convirt:linear", "random:linear")]
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reuse:
             results = json.loads((folder / "results.json").read_text())
         else:
-            cfg = from_dict(DemoConfig, deep_merge(to_dict(DemoConfig()), parse_overrides([*args.overrides, f"seed={seed}"])))
+            cfg = from_dict(DemoConfig, apply_overrides(to_dict(DemoConfig()), [*args.overrides, f"seed={seed}"]))
             results = run_demo(cfg, folder, progress=False)
         rows.append({"seed": seed, "headline": results["headline"], "total_seconds": results.get("total_seconds"),
                      "stage_seconds": results.get("stage_seconds")})

@@ -65,11 +65,14 @@ def select_decoding(run, corpus, corpus_dir: Path, sections: str, limit: int, se
         frame = generate_reports(run, corpus, split="validate", image_ids=ids, decoding=decoding, batch_size=32,
                                  seed=seed).frame
         res = evaluate_generation(frame, corpus_dir, ref_sections=sections, n_bootstrap=0, seed=seed, meteor=False)
+        if res.metrics.get(SELECTION_METRIC) is None:
+            raise SystemExit(f"{corpus_dir}: no {SELECTION_METRIC} to choose the decoding by "
+                             f"({res.ce_reason or 'the CheXpert labeler did not run'})")
         scores[name] = {m: res.metrics.get(m) for m in KEY_METRICS} | {"seconds": round(time.perf_counter() - t0, 1)}
         print(f"  validate {name}: {SELECTION_METRIC} {scores[name][SELECTION_METRIC]:.3f} "
               f"({len(ids)} images, {scores[name]['seconds']} s)", flush=True)
     best = max(scores, key=lambda k: scores[k][SELECTION_METRIC])  # first listed wins a tie
-    return best, {"n_validate": len(ids), "metric": SELECTION_METRIC, "scores": scores, "chosen": best}
+    return best, {"limit": limit, "n_validate": len(ids), "metric": SELECTION_METRIC, "scores": scores, "chosen": best}
 
 
 def section_texts(index: pd.DataFrame, sections: str) -> np.ndarray:
@@ -129,21 +132,27 @@ def evaluate_seed(seed: int, method: str, run_dir: Path, corpus_dir: Path, out: 
     decoding, selection = DecodingConfig("beam", beam_width=beam), None
     sel_json = out / "decoding_selection.json"
     if select_limit:
-        if sel_json.is_file():
-            selection = json.loads(sel_json.read_text())
+        cached = json.loads(sel_json.read_text()) if sel_json.is_file() else {}
+        if cached.get("limit") == select_limit and set(cached.get("scores", {})) == set(decoding_candidates()):
+            selection = cached
         else:
             _, selection = select_decoding(run, corpus, corpus_dir, sections, select_limit, seed)
             sel_json.write_text(json.dumps(selection, indent=2, default=float) + "\n")
         decoding = decoding_candidates()[selection["chosen"]]
-    gen_csv = out / "generated.csv"
+    gen_csv, gen_json = out / "generated.csv", out / "generated_decoding.json"
+    stated = json.dumps(asdict(decoding), sort_keys=True)
+    # reports of another decoding are never scored under this one's name (a file without its
+    # decoding stamp is the earlier beam run's)
+    made_with = gen_json.read_text() if gen_json.is_file() else json.dumps(
+        asdict(DecodingConfig("beam", beam_width=beam)), sort_keys=True)
     t0 = time.perf_counter()
-    if gen_csv.is_file():
-        generated = pd.read_csv(gen_csv, keep_default_na=False)
-    else:
+    generated = pd.read_csv(gen_csv, keep_default_na=False) if gen_csv.is_file() and made_with == stated else None
+    if generated is None or set(generated["image_id"].astype(str)) != set(test["image_id"].astype(str)):
         result = generate_reports(run, corpus, split="test", image_ids=test["image_id"].astype(str).tolist(),
                                   decoding=decoding, batch_size=32, seed=seed)
         generated = result.frame
         generated.to_csv(gen_csv, index=False)
+        gen_json.write_text(stated)
     gen_s = time.perf_counter() - t0
     nn_frame = nearest_neighbour_reports(run, corpus, train, test, sections)
     nn_frame.to_csv(out / "nearest_neighbour.csv", index=False)
@@ -151,7 +160,7 @@ def evaluate_seed(seed: int, method: str, run_dir: Path, corpus_dir: Path, out: 
     common.to_csv(out / "most_common.csv", index=False)
 
     summary: dict = {"seed": seed, "method": method, "run": str(run_dir), "sections": sections, "n_test": len(test),
-                     "beam": beam, "decoding": asdict(decoding), "decoding_selection": selection,
+                     "beam": None if selection else beam, "decoding": asdict(decoding), "decoding_selection": selection,
                      "generation_s": round(gen_s, 1), "most_common_text": top,
                      "most_common_share_of_train": round(share, 4), "systems": {}, "paired": {}}
     for name, other in (("nearest_neighbour", nn_frame), ("most_common", common)):

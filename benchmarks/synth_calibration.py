@@ -86,7 +86,7 @@ def floor_check(synth_cfg, size: int, seed: int, n_images: int = 1200) -> dict:
 
 
 def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False) -> dict:
-    from radpair.config import deep_merge, from_dict, parse_overrides, to_dict
+    from radpair.config import apply_overrides, from_dict, to_dict
     from radpair.data.corpus import Corpus
     from radpair.data.synth import SynthConfig
     from radpair.transfer import TransferResult
@@ -95,7 +95,7 @@ def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from synth_label_agreement import measure as label_agreement  # noqa: E402
 
-    cfg = from_dict(DemoConfig, deep_merge(to_dict(DemoConfig()), parse_overrides([*overrides, f"seed={seed}"])))
+    cfg = from_dict(DemoConfig, apply_overrides(to_dict(DemoConfig()), [*overrides, f"seed={seed}"]))
     t0 = time.perf_counter()
     if not reuse:
         cfg.transfer.arms = ["random:finetune"]

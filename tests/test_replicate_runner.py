@@ -55,6 +55,8 @@ def test_radtex_cpu_pretraining_is_the_measured_adam_preset_and_data_mode_keeps_
     data = load_config(PretrainConfig, recipe, pretrain_overrides(paper, paper.method("radtex"), "data")).optim
     assert (data.name, data.lr, data.lookahead_steps) == ("sgd", 0.2, 5)
     assert data.lr_scale == {"textual": 0.005, "visual_projection": 0.005}
+    cxr14 = load_config(PretrainConfig, recipe, pretrain_overrides(paper, paper.method("cxr14"), "cpu")).optim
+    assert (cxr14.name, cxr14.lookahead_steps) == ("adamw", 0)  # the stand-in's AdamW, not VirTex's LookAhead
     assert set(runner._OPTIMIZERS) == set(vocab.OPTIMIZERS)
     for name in ("chauhan2020", "convirt_sections", "tienet", "timnet"):  # their recipes have no LookAhead
         other = load_paper(name)

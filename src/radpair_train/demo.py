@@ -173,7 +173,9 @@ class DemoConfig:
         default_factory=lambda: {k: dict(v) for k, v in DEMO_METHOD_OPTIONS.items()})
     """Per-method config keys on top of the method's defaults, e.g.
     ``{chauhan_ranking: {impostors: batch}}``. RadTex and TieNet start from their CPU presets'
-    sizes (``DEMO_METHOD_OPTIONS``)."""
+    sizes (``DEMO_METHOD_OPTIONS``). On the command line set one key at a time
+    (``method_options.chauhan_ranking.impostors=batch``): ``method_options={...}`` replaces the
+    whole mapping, and RadTex and TieNet would fall back to the papers' hour-per-epoch decoders."""
     generation: DemoGenerationConfig = field(default_factory=DemoGenerationConfig)
     explain: DemoExplainConfig = field(default_factory=DemoExplainConfig)
     """The model package (the arm chosen on validation), its explanations and their
