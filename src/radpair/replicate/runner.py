@@ -230,8 +230,8 @@ def _corpus(paper: Paper, role: str, mode: str, data: str | Path | None, out: Pa
     preset = spec.preset(mode)
     if preset is None:  # data mode
         if role != "main" or data is None:
-            raise ConfigError(f"{paper.name}: corpus {role!r} has no real-data source here; run --quick or the "
-                              "cpu preset, or supply it")
+            raise ConfigError(f"{paper.name}: corpus {role!r} has no real-data source here (--data supplies only "
+                              "the main corpus); run --quick or the cpu preset")
         return Corpus.open(data)
     folder = out / "corpora" / role
     stamp = folder / "replicate_settings.json"
