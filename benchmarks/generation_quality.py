@@ -10,7 +10,7 @@ For each corpus seed and each captioning run (``<quality-dir>/seed<k>/<method>``
 section the method writes (FINDINGS for RadTex):
 
 * **generated**: the run's report, beam search (width ``--beam``), or with
-  ``--select-decoding`` the decoding among ``DECODING_CANDIDATES`` that scores the highest
+  ``--select-decoding`` the decoding among ``decoding_candidates()`` that scores the highest
   CE macro-F1 (common 5, uncertain positive) on the first ``--select-limit`` usable
   *validate* images (the test split is never read to choose);
 * **nearest neighbour**: the section text of the training image nearest to the test image
@@ -49,6 +49,22 @@ def decoding_candidates() -> dict:
 
     return {"beam2": DecodingConfig("beam", beam_width=2), "greedy": DecodingConfig("greedy"),
             "nucleus_p0.9": DecodingConfig("nucleus", top_p=0.9), "sample_t1.0": DecodingConfig("nucleus", top_p=1.0)}
+
+
+def run_stamp(run_dir: Path) -> str:
+    """The trained weights' hash: cached reports and decoding choices belong to one run,
+    not to a folder that a retrained run may have replaced."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(run_dir.glob("*.safetensors")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _candidate_stamp() -> dict:
+    return {name: asdict(d) for name, d in decoding_candidates().items()}
 
 
 def select_decoding(run, corpus, corpus_dir: Path, sections: str, limit: int, seed: int) -> tuple[str, dict]:
@@ -130,21 +146,22 @@ def evaluate_seed(seed: int, method: str, run_dir: Path, corpus_dir: Path, out: 
     train = corpus.split_index("train")
 
     decoding, selection = DecodingConfig("beam", beam_width=beam), None
+    weights = run_stamp(run_dir)
     sel_json = out / "decoding_selection.json"
     if select_limit:
         cached = json.loads(sel_json.read_text()) if sel_json.is_file() else {}
-        if cached.get("limit") == select_limit and set(cached.get("scores", {})) == set(decoding_candidates()):
+        if (cached.get("limit"), cached.get("run"), cached.get("candidates")) == (select_limit, weights,
+                                                                                 _candidate_stamp()):
             selection = cached
         else:
             _, selection = select_decoding(run, corpus, corpus_dir, sections, select_limit, seed)
+            selection.update(run=weights, candidates=_candidate_stamp())
             sel_json.write_text(json.dumps(selection, indent=2, default=float) + "\n")
         decoding = decoding_candidates()[selection["chosen"]]
     gen_csv, gen_json = out / "generated.csv", out / "generated_decoding.json"
-    stated = json.dumps(asdict(decoding), sort_keys=True)
-    # reports of another decoding are never scored under this one's name (a file without its
-    # decoding stamp is the earlier beam run's)
-    made_with = gen_json.read_text() if gen_json.is_file() else json.dumps(
-        asdict(DecodingConfig("beam", beam_width=beam)), sort_keys=True)
+    # reports of another decoding or another run are never scored under this one's name
+    stated = json.dumps({"decoding": asdict(decoding), "run": weights}, sort_keys=True)
+    made_with = gen_json.read_text() if gen_json.is_file() else None
     t0 = time.perf_counter()
     generated = pd.read_csv(gen_csv, keep_default_na=False) if gen_csv.is_file() and made_with == stated else None
     if generated is None or set(generated["image_id"].astype(str)) != set(test["image_id"].astype(str)):
@@ -208,6 +225,8 @@ def main() -> int:
     ap.add_argument("--select-limit", type=int, default=500, help="validate images used to choose the decoding")
     ap.add_argument("--out", type=Path, default=Path("runs/generation_quality"))
     args = ap.parse_args()
+    if args.select_decoding and args.select_limit < 1:
+        ap.error(f"--select-limit must be at least 1 validate image, got {args.select_limit}")
     summaries = []
     for seed in args.seeds:
         for method in args.methods:

@@ -2,6 +2,7 @@
 
     python benchmarks/radtex_pretrain_size.py --demo-dir runs/calib_seeds --quality-dir runs/method_quality \
         --seed 0 --fractions 0.1 0.25 0.5 --pretrain-repeats 1 --n 100 --out runs/radtex_size
+    python benchmarks/radtex_pretrain_size.py --seed 0 --fractions 0.1 0.5 1.0 --pretrain-repeats 5 5 3
 
 The RadTex CPU preset (``configs/radtex_captioning_cpu.yaml``, 6 epochs, as in
 ``benchmarks/method_quality.py``) is pretrained on a seeded fraction of the training
@@ -11,7 +12,11 @@ repeats, on the same subsets as every other arm of ``method_quality`` (the 100 %
 benchmark's ``radtex_captioning``). Epochs stay fixed, so compute shrinks with the data, as
 in the paper (50 epochs at every size). ``--pretrain-repeats`` > 1 reruns pretraining with
 other ``train.seed`` and ``data.pair_fraction_seed`` values (the paper: 5); every repeat is
-reported, not the best.
+reported, not the best. It takes one count for every fraction or one per fraction, and
+pretraining runs repeat by repeat across the fractions, so a sweep stopped early (and
+rerun with fewer repeats; finished runs are reused) still has balanced fractions. Fraction
+1.0 at repeat 0 is the same run as ``method_quality``'s ``radtex_captioning`` (a fraction of
+1.0 keeps every row in order), which is then not taken from ``--quality-dir``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +51,8 @@ def main() -> int:
                     help="where method_quality.py put the 100 %% run (seed<k>/radtex_captioning)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5])
-    ap.add_argument("--pretrain-repeats", type=int, default=1)
+    ap.add_argument("--pretrain-repeats", type=int, nargs="+", default=[1],
+                    help="pretraining repeats: one count, or one per fraction")
     ap.add_argument("--n", nargs="+", default=["100"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
@@ -56,18 +61,25 @@ def main() -> int:
 
     seed_dir = args.demo_dir / f"seed{args.seed}"
     out = args.out / f"seed{args.seed}"
+    repeats = args.pretrain_repeats * len(args.fractions) if len(args.pretrain_repeats) == 1 else args.pretrain_repeats
+    if len(repeats) != len(args.fractions):
+        ap.error(f"--pretrain-repeats takes one count or one per fraction ({len(args.fractions)}), "
+                 f"got {len(args.pretrain_repeats)}")
     encoders: dict[str, Path] = {}
     walls: dict[str, float] = {}
-    for fraction in args.fractions:
-        for repeat in range(args.pretrain_repeats):
+    for repeat in range(max(repeats)):
+        for fraction, count in zip(args.fractions, repeats):
+            if repeat >= count:
+                continue
             name = f"radtex_f{int(round(fraction * 100)):03d}_r{repeat}"
-            t0 = time.time()
             encoders[name] = pretrain(fraction, repeat, seed_dir / "corpus", seed_dir / "tokenizer", out / name,
                                       args.seed)
-            walls[name] = round(time.time() - t0)
-            print(f"{name}: pretrained ({walls[name]} s)", flush=True)
+            # fit_preset's stamp: the seconds of the launch that finished the run (a resumed
+            # run's earlier launches are not counted)
+            walls[name] = float((out / name / "wall_s.txt").read_text())
+            print(f"{name}: pretrained ({walls[name]:.0f} s in its last launch)", flush=True)
     full = args.quality_dir / f"seed{args.seed}" / "radtex_captioning" / "image_encoder.safetensors"
-    if full.is_file():
+    if full.is_file() and "radtex_f100_r0" not in encoders:
         encoders["radtex_f100_r0"] = full
     results = transfer(seed_dir, out, encoders, args.n, args.repeats, args.workers, args.seed, progress=False)
     r = json.loads(results.read_text())
@@ -79,8 +91,8 @@ def main() -> int:
             sign = 1.0 if p["arm_a"] == other else -1.0
             lo, hi = (p["ci_low"], p["ci_high"]) if sign > 0 else (-p["ci_high"], -p["ci_low"])
             paired[f"{other} - random:linear@{p['budget']}"] = {"mean": sign * p["mean_diff"], "ci": [lo, hi]}
-    summary = {"seed": args.seed, "fractions": args.fractions, "pretrain_repeats": args.pretrain_repeats,
-               "pretrain_wall_s": walls, "macro_auc": {f"{a}@{b}": v for (a, b), v in means.items()},
+    summary = {"seed": args.seed, "fractions": args.fractions, "pretrain_repeats": dict(zip(map(str, args.fractions), repeats)),
+               "pretrain_wall_s_last_launch": walls, "macro_auc": {f"{a}@{b}": v for (a, b), v in means.items()},
                "paired_vs_random_linear": paired}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("| encoder | N | macro AUC | Δ vs random × linear | CI |\n|---|---|---|---|---|")

@@ -64,6 +64,29 @@ def test_radtex_cpu_pretraining_is_the_measured_adam_preset_and_data_mode_keeps_
             assert not any(o.startswith("optim.lookahead_steps=") for o in pretrain_overrides(other, spec, "cpu"))
 
 
+def test_radtex_downstream_trains_sgd_and_no_other_paper_changes_optimiser():
+    # the harness trained AdamW whatever a paper file said; RadTex's 0.2 from random init is an SGD rate
+    from dataclasses import replace
+
+    from radpair.replicate import list_papers
+
+    radtex = load_paper("radtex")
+    for mode in ("cpu", "quick", "data"):
+        for protocol in radtex.transfer:
+            for _, settings in transfer_studies(protocol, mode):
+                assert settings["finetune.optimizer"] == settings["frozen_head.optimizer"] == "sgd"
+    for info in list_papers():
+        name = getattr(info, "name", info)
+        if name == "radtex":
+            continue
+        for protocol in load_paper(name).transfer:  # AdamW (the default) is never emitted: cached cells stay valid
+            assert not any("optimizer" in k for _, st in transfer_studies(protocol, "cpu") for k in st)
+    protocol = radtex.protocol("pathology9")
+    arm = replace(protocol.arms[0], cpu={**protocol.arms[0].cpu, "optimizer": "rmsprop"})
+    with pytest.raises(ConfigError, match="downstream optimizer 'rmsprop'"):
+        transfer_studies(replace(protocol, arms=(arm, *protocol.arms[1:])), "cpu")
+
+
 def test_arms_with_the_same_downstream_settings_share_one_study():
     paper = load_paper("convirt_sections")
     studies = transfer_studies(paper.protocol("chexpert"), "cpu")
@@ -338,3 +361,14 @@ def test_word_vectors_must_be_as_wide_as_the_word_embedding():
                *convirt.methods[1:])
     with pytest.raises(ConfigError, match="has no word embedding"):
         word_vector_plan(replace(convirt, methods=methods), "cpu")
+
+
+def test_quick_with_data_smoke_tests_the_supplied_corpus(random_corpus, tmp_path):
+    # --quick --data once generated the synthetic quick corpus and never read DIR
+    from radpair.replicate.runner import _corpus
+
+    paper = load_paper("convirt_sections")
+    logs: list[str] = []
+    corpus = _corpus(paper, "main", "quick", random_corpus.root, tmp_path, logs.append)
+    assert corpus.root.resolve() == random_corpus.root.resolve() and not logs
+    assert not (tmp_path / "corpora").exists()

@@ -420,3 +420,60 @@ def test_a_changed_step_rule_reruns_only_the_cells_whose_limit_changes(sweep, sy
     assert any("2 of 3 cells done by an earlier run" in line for line in logs), logs
     n_all = next(c.n_train for c in result.cells if c.budget == "all")
     assert cfg.finetune.step_limit(n_all) == 20 < _quick().finetune.step_limit(n_all)
+
+
+def test_batched_sgd_steps_each_grid_value_as_torch_sgd_does():
+    # one learning rate and decay per grid value, side by side, must equal G separate torch SGDs
+    from radpair.transfer.training import _BatchedSGD
+
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(2, 3, 4, generator=gen)
+    grads = [torch.randn(2, 3, 4, generator=gen) for _ in range(3)]
+    lr, wd = torch.tensor([0.2, 0.01]), torch.tensor([0.0, 1e-2])
+    w = w0.clone().requires_grad_(True)
+    opt = _BatchedSGD([w], lr, decay=[wd])
+    for g in grads:
+        w.grad = g.clone()
+        opt.step()
+    for j in range(2):
+        ref = w0[j].clone().requires_grad_(True)
+        ref_opt = torch.optim.SGD([ref], lr=float(lr[j]), momentum=0.9, weight_decay=float(wd[j]))
+        for g in grads:
+            ref.grad = g[j].clone()
+            ref_opt.step()
+        torch.testing.assert_close(w.detach()[j], ref.detach())
+
+
+def test_protocol_optimizer_is_validated_and_the_default_keeps_cached_cells_valid():
+    from radpair.transfer.arms import Arm, Protocol, Start
+    from radpair.transfer.sweep import _settings
+    from radpair.transfer.training import make_optimizer
+
+    cfg = _quick(protocols=["finetune"])
+    cfg.finetune.optimizer = "sdg"
+    with pytest.raises(ConfigError, match="finetune.optimizer 'sdg'.*sgd"):
+        cfg.validate()
+    cfg.finetune.optimizer = "adamw"
+    random = Start.parse("random", "resnet_tiny")
+    for protocol in (Protocol.FINETUNE, Protocol.FROZEN_HEAD):
+        # cells fingerprinted before the choice existed keep their fingerprint
+        assert "optimizer" not in _settings(Arm(random, protocol), cfg, 100)
+    cfg.finetune.optimizer = cfg.frozen_head.optimizer = "sgd"
+    for protocol in (Protocol.FINETUNE, Protocol.FROZEN_HEAD):
+        assert _settings(Arm(random, protocol), cfg, 100)["optimizer"] == "sgd"
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = make_optimizer("sgd", [{"params": [p], "lr": 0.2, "weight_decay": 0.0}])
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    assert isinstance(make_optimizer("adamw", [{"params": [p], "lr": 1e-3, "weight_decay": 0.0}]), torch.optim.AdamW)
+
+
+def test_linear_heads_learn_under_sgd():
+    from radpair.transfer.training import train_linear_heads
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (x[:, 0] - x[:, 1] > 0).astype(float)
+    tr, va = LabelSchema.make("binary").encode(y[:300], ["y"]), LabelSchema.make("binary").encode(y[300:], ["y"])
+    fits = train_linear_heads(x[:300], tr, x[300:], va, [{"lr": 0.02, "weight_decay": 0.0}], 32, 50, 10, (0,),
+                              optimizer="sgd")
+    assert fits[0].best[0] > 0.97  # validation AUC of a separable problem

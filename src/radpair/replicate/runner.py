@@ -227,6 +227,8 @@ def _corpus(paper: Paper, role: str, mode: str, data: str | Path | None, out: Pa
     from radpair.data.corpus import Corpus
 
     spec = paper.corpora[role]
+    if role == "main" and data is not None:  # --data, also with --quick (a smoke test of the real corpus)
+        return Corpus.open(data)
     preset = spec.preset(mode)
     if preset is None:  # data mode
         if role != "main" or data is None:
@@ -441,6 +443,13 @@ _HYPER = {  # downstream hyper-parameters (paper / cpu / quick) -> TransferConfi
 }
 
 
+# a paper file's downstream optimizer names -> FinetuneSettings/FrozenHeadSettings.optimizer.
+# Adam runs as the harness's AdamW: the same update when weight_decay is 0, decoupled decay
+# otherwise. Only sgd is emitted, so the transfer settings of papers that train AdamW stay
+# as they were.
+_DOWNSTREAM_OPTIMIZERS = {"adamw": None, "adam": None, "sgd": "sgd"}
+
+
 def _available(arm: Arm) -> bool:
     from radpair.replicate.registry import CAPABILITIES
 
@@ -457,8 +466,15 @@ def transfer_studies(protocol: Protocol, mode: str) -> list[tuple[list[Arm], dic
         hyper = protocol.hyper(arm, mode)
         settings: dict[str, Any] = {}
         for key, value in hyper.items():
+            if key == "optimizer" and value is not None:
+                if value not in _DOWNSTREAM_OPTIMIZERS:
+                    raise ConfigError(f"transfer {protocol.id!r}, arm {arm.id!r}: downstream optimizer {value!r} "
+                                      f"has no equivalent here (valid: {', '.join(_DOWNSTREAM_OPTIMIZERS)})")
+                if _DOWNSTREAM_OPTIMIZERS[value]:
+                    settings["finetune.optimizer"] = settings["frozen_head.optimizer"] = _DOWNSTREAM_OPTIMIZERS[value]
+                continue
             if value is None or key not in _HYPER:
-                continue  # not stated, or descriptive (optimizer name, early stopping rule, loss)
+                continue  # not stated, or descriptive (early stopping rule, loss)
             for target in _HYPER[key]:
                 settings[target] = [value] if target.endswith((".lr", ".weight_decay")) else value
             if key == "max_steps":  # a paper's stated step count is a cap, not a floor

@@ -34,6 +34,17 @@ class LinearSettings:
             raise ConfigError(f"linear.c_grid must hold positive numbers; got {self.c_grid}")
 
 
+OPTIMIZERS = ("adamw", "sgd")
+"""Optimisers of the trained protocols. ``sgd`` is SGD with momentum 0.9 and coupled (L2)
+weight decay: the downstream optimiser VirTex-style papers tune their learning rates for
+(RadTex's 0.2 from random init is a rate for SGD, far above any Adam-style rate)."""
+
+
+def _optimizer(where: str, name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ConfigError(unknown_choice_message(f"{where}.optimizer", name, list(OPTIMIZERS)))
+
+
 @dataclass
 class FrozenHeadSettings:
     """A head trained on cached features of a frozen backbone (BatchNorm in eval mode).
@@ -55,8 +66,11 @@ class FrozenHeadSettings:
     linear head's validation curve is smooth (a convex problem), so ten epochs suffice."""
     timnet_channels: int = 256
     timnet_hidden: int = 512
+    optimizer: str = "adamw"
+    """``adamw`` or ``sgd`` (``OPTIMIZERS``)."""
 
     def validate(self) -> None:
+        _optimizer("frozen_head", self.optimizer)
         if self.head not in ("linear", "timnet"):
             raise ConfigError(unknown_choice_message("frozen_head.head", self.head, ["linear", "timnet"]))
         _grid("frozen_head", self.lr, self.weight_decay)
@@ -100,8 +114,11 @@ class FinetuneSettings:
     patience: int = 15
     warmup_fraction: float = 0.05
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: str = "adamw"
+    """``adamw`` or ``sgd`` (``OPTIMIZERS``)."""
 
     def validate(self) -> None:
+        _optimizer("finetune", self.optimizer)
         _grid("finetune", self.lr, self.weight_decay)
         if self.head_lr_scale <= 0:
             raise ConfigError("finetune.head_lr_scale must be positive")

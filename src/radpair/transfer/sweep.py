@@ -281,8 +281,11 @@ def _settings(arm: Arm, cfg: TransferConfig, n_train: int) -> dict[str, Any]:
         settings.pop("min_epochs")
         settings.pop("epochs")
         settings["max_steps"] = cfg.finetune.step_limit(n_train)
-        return settings
-    return to_dict({Protocol.LINEAR: cfg.linear, Protocol.FROZEN_HEAD: cfg.frozen_head}[arm.protocol])
+    else:
+        settings = to_dict({Protocol.LINEAR: cfg.linear, Protocol.FROZEN_HEAD: cfg.frozen_head}[arm.protocol])
+    if settings.get("optimizer") == "adamw":  # the default before it was a choice: earlier cells stay valid
+        del settings["optimizer"]
+    return settings
 
 
 def _choose(fits: list[Any], scores: list[tuple[float, float]]) -> int:
@@ -539,13 +542,13 @@ class _CellRunner:
         s = cfg.frozen_head
         if maps:
             fits = train_timnet_heads(x_tr, train, x_va, val, grid, s.batch_size, s.max_epochs, s.patience,
-                                      self._seed(c), s.timnet_channels, s.timnet_hidden)
+                                      self._seed(c), s.timnet_channels, s.timnet_hidden, s.optimizer)
             j = _choose(fits, [f.best for f in fits])
             test = timnet_head_predict(fits[j].state, x_te, train.schema.n_outputs(len(train.columns)), categorical,
                                        s.timnet_channels, s.timnet_hidden)
         else:
             fits = train_linear_heads(x_tr, train, x_va, val, grid, s.batch_size, s.max_epochs, s.patience,
-                                      self._seed(c))
+                                      self._seed(c), s.optimizer)
             j = _choose(fits, [f.best for f in fits])
             test = linear_head_predict(fits[j].state, x_te, categorical)
         return self._finish(c, grid, [f.summary() for f in fits], [f.best for f in fits], j, fits[j].val_probs, test,

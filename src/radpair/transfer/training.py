@@ -68,7 +68,7 @@ def _targets(labels: TaskLabels) -> tuple[torch.Tensor, torch.Tensor]:
 # ---- frozen head: linear, all grid values at once --------------------------------------------
 def train_linear_heads(x_train: np.ndarray, train: TaskLabels, x_val: np.ndarray, val: TaskLabels,
                        grid: list[dict[str, float]], batch_size: int, max_epochs: int, patience: int,
-                       seed: tuple[int, ...]) -> list[GridFit]:
+                       seed: tuple[int, ...], optimizer: str = "adamw") -> list[GridFit]:
     """Linear heads on frozen pooled features, one per grid value, trained side by side.
 
     One thread: the steps are tiny, and two threads made them about twice as slow here.
@@ -76,12 +76,13 @@ def train_linear_heads(x_train: np.ndarray, train: TaskLabels, x_val: np.ndarray
     from radpair.transfer.linear import few_threads
 
     with few_threads(0.0):
-        return _train_linear_heads(x_train, train, x_val, val, grid, batch_size, max_epochs, patience, seed)
+        return _train_linear_heads(x_train, train, x_val, val, grid, batch_size, max_epochs, patience, seed,
+                                   optimizer)
 
 
 def _train_linear_heads(x_train: np.ndarray, train: TaskLabels, x_val: np.ndarray, val: TaskLabels,
                         grid: list[dict[str, float]], batch_size: int, max_epochs: int, patience: int,
-                        seed: tuple[int, ...]) -> list[GridFit]:
+                        seed: tuple[int, ...], optimizer: str = "adamw") -> list[GridFit]:
     t0 = time.perf_counter()
     categorical = train.schema.kind.is_categorical
     x_train = np.asarray(x_train, dtype=np.float32)
@@ -102,7 +103,8 @@ def _train_linear_heads(x_train: np.ndarray, train: TaskLabels, x_val: np.ndarra
     b.requires_grad_(True)
     lr = torch.tensor([c["lr"] for c in grid], dtype=torch.float32)
     wd = torch.tensor([c["weight_decay"] for c in grid], dtype=torch.float32)
-    opt = _BatchedAdamW([W, b], lr, decay=[wd, torch.zeros_like(wd)])
+    batched = _BatchedSGD if optimizer == "sgd" else _BatchedAdamW
+    opt = batched([W, b], lr, decay=[wd, torch.zeros_like(wd)])
     stoppers = [EarlyStopping(patience) for _ in range(g)]
     best_w = W.detach().clone()
     best_b = b.detach().clone()
@@ -199,10 +201,40 @@ class _BatchedAdamW:
             p.sub_(lr * (m / c1) / ((v / c2).sqrt() + self.eps))
 
 
+class _BatchedSGD(_BatchedAdamW):
+    """SGD with momentum 0.9 and coupled (L2) weight decay, one learning rate and decay per
+    grid value, as ``torch.optim.SGD(momentum=0.9, weight_decay=wd)`` applies them."""
+
+    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor, decay: list[torch.Tensor],
+                 momentum: float = 0.9) -> None:
+        self.params, self.lr, self.decay, self.momentum = params, lr.clone(), decay, momentum
+        self.buf: list[torch.Tensor | None] = [None] * len(params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, (p, wd) in enumerate(zip(self.params, self.decay)):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            d = p.grad + wd.view(shape) * p
+            buf = self.buf[i]
+            self.buf[i] = d.clone() if buf is None else buf.mul_(self.momentum).add_(d)
+            p.sub_(self.lr.view(shape) * self.buf[i])
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The protocol's optimiser (``FinetuneSettings.optimizer``) over parameter groups that
+    carry their own ``lr`` and ``weight_decay``."""
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=0.9)
+    return torch.optim.AdamW(groups)
+
+
 # ---- frozen head: TIMNet's shallow CNN on the feature map --------------------------------------
 def train_timnet_heads(f_train: np.ndarray, train: TaskLabels, f_val: np.ndarray, val: TaskLabels,
                        grid: list[dict[str, float]], batch_size: int, max_epochs: int, patience: int,
-                       seed: tuple[int, ...], channels: int = 256, hidden: int = 512) -> list[GridFit]:
+                       seed: tuple[int, ...], channels: int = 256, hidden: int = 512,
+                       optimizer: str = "adamw") -> list[GridFit]:
     categorical = train.schema.kind.is_categorical
     xt = torch.from_numpy(np.asarray(f_train, dtype=np.float32))
     xv = torch.from_numpy(np.asarray(f_val, dtype=np.float32))
@@ -215,7 +247,8 @@ def train_timnet_heads(f_train: np.ndarray, train: TaskLabels, f_val: np.ndarray
         t0 = time.perf_counter()
         head = TimnetHead(xt.shape[1], o, channels, hidden)
         init_module(head, torch_generator(*seed, 10 + j))
-        opt = torch.optim.AdamW(head.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        opt = make_optimizer(optimizer, [{"params": list(head.parameters()), "lr": cfg["lr"],
+                                          "weight_decay": cfg["weight_decay"]}])
         stop = EarlyStopping(patience)
         best_state, best_val = copy.deepcopy(head.state_dict()), np.zeros(0)
         rng = np.random.default_rng(np.random.SeedSequence(list(seed) + [20 + j]))
@@ -312,7 +345,7 @@ def finetune_one(job: dict[str, Any]) -> GridFit:
     for p in model.encoder.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
     lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
-    opt = torch.optim.AdamW([
+    opt = make_optimizer(s.optimizer, [
         {"params": decay, "lr": lr, "weight_decay": wd},
         {"params": no_decay, "lr": lr, "weight_decay": 0.0},
         {"params": head_params, "lr": lr * s.head_lr_scale, "weight_decay": wd},
