@@ -477,3 +477,38 @@ def test_linear_heads_learn_under_sgd():
     fits = train_linear_heads(x[:300], tr, x[300:], va, [{"lr": 0.02, "weight_decay": 0.0}], 32, 50, 10, (0,),
                               optimizer="sgd")
     assert fits[0].best[0] > 0.97  # validation AUC of a separable problem
+
+
+def test_sgd_gives_each_output_of_a_multilabel_head_a_one_finding_models_step():
+    # the task loss averages over outputs; under SGD a 7-finding head would otherwise learn 7x slower
+    # than the per-finding models whose rates a paper states
+    from radpair.transfer.training import _BatchedSGD, output_rate_scale
+
+    assert output_rate_scale("sgd", False, 7) == 7.0
+    assert output_rate_scale("sgd", True, 4) == output_rate_scale("adamw", False, 7) == output_rate_scale("sgd", False, 1) == 1.0
+    w = torch.zeros(2, 3, 1, requires_grad=True)
+    opt = _BatchedSGD([w], torch.tensor([0.1, 0.1]), decay=[torch.zeros(2)])
+    opt.freeze(1)
+    w.grad = torch.ones(2, 3, 1)
+    opt.step()
+    assert torch.all(w.detach()[0] == -0.1) and torch.all(w.detach()[1] == 0.0)  # a frozen grid value stays put
+
+
+def test_the_configured_optimiser_reaches_finetune_and_frozen_heads(synth, tmp_path, monkeypatch):
+    from radpair.transfer import training
+
+    made: list[tuple[str, list[float]]] = []
+    real = training.make_optimizer
+    monkeypatch.setattr(training, "make_optimizer",
+                        lambda name, groups: made.append((name, [g["lr"] for g in groups])) or real(name, groups))
+    batched: list[str] = []
+    real_sgd = training._BatchedSGD
+    monkeypatch.setattr(training, "_BatchedSGD", lambda *a, **k: batched.append("sgd") or real_sgd(*a, **k))
+    cfg = _quick(protocols=["finetune", "frozen-head"], workers=1)
+    cfg.n, cfg.repeats = ["10"], 1
+    cfg.finetune.optimizer = cfg.frozen_head.optimizer = "sgd"
+    run_transfer(cfg, synth, tmp_path / "out", log=lambda s: None)
+    assert batched  # the frozen linear heads
+    n_out = 7  # findings7: the head's rate is per finding
+    assert made and all(name == "sgd" for name, _ in made)
+    assert all(lrs[-1] == pytest.approx(lrs[0] * n_out) for _, lrs in made)

@@ -582,6 +582,8 @@ def eval_labels(protocol: Protocol, mode: str, eval_set: EvalSet | None = None, 
         spec = load_task(protocol.task)
         if set(spec.test_columns or spec.columns) <= set(corpus.index.columns):
             return labels
+        if corpus.ground_truth is None:  # a real corpus (--quick --data): its own labels, or a clear error
+            return labels
     return "truth"
 
 
@@ -955,6 +957,8 @@ def run_paper(paper: Paper, mode: str, data: str | Path | None, out: str | Path,
         if ev.kind not in ("matching", "generation") and all(c in CAPABILITIES for c in ev.requires):
             raise ConfigError(f"{paper.name}: evaluation kind {ev.kind!r} is not connected to the runner yet")
     plan = word_vector_plan(paper, mode)  # word vectors that cannot fit a run stop here, before any work
+    for protocol in paper.transfer:  # downstream settings the harness cannot honour stop here too
+        transfer_studies(protocol, mode)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

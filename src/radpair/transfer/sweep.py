@@ -285,6 +285,8 @@ def _settings(arm: Arm, cfg: TransferConfig, n_train: int) -> dict[str, Any]:
         settings = to_dict({Protocol.LINEAR: cfg.linear, Protocol.FROZEN_HEAD: cfg.frozen_head}[arm.protocol])
     if settings.get("optimizer") == "adamw":  # the default before it was a choice: earlier cells stay valid
         del settings["optimizer"]
+    elif settings.get("optimizer") == "sgd":
+        settings["sgd_output_rate"] = "per-output"  # training.output_rate_scale (cells before it are stale)
     return settings
 
 

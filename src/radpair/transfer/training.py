@@ -101,7 +101,7 @@ def _train_linear_heads(x_train: np.ndarray, train: TaskLabels, x_val: np.ndarra
     b = (torch.rand(g, o, generator=gen) * 2 - 1) * bound
     W.requires_grad_(True)
     b.requires_grad_(True)
-    lr = torch.tensor([c["lr"] for c in grid], dtype=torch.float32)
+    lr = torch.tensor([c["lr"] for c in grid], dtype=torch.float32) * output_rate_scale(optimizer, categorical, o)
     wd = torch.tensor([c["weight_decay"] for c in grid], dtype=torch.float32)
     batched = _BatchedSGD if optimizer == "sgd" else _BatchedAdamW
     opt = batched([W, b], lr, decay=[wd, torch.zeros_like(wd)])
@@ -222,6 +222,18 @@ class _BatchedSGD(_BatchedAdamW):
             p.sub_(self.lr.view(shape) * self.buf[i])
 
 
+def output_rate_scale(optimizer: str, categorical: bool, n_outputs: int) -> float:
+    """The factor on a multi-label head's per-output weights under SGD.
+
+    The task loss averages binary cross-entropy over rows *and* outputs, so each output's
+    weights get 1/O of the gradient a one-finding model gets. AdamW does not see the scale of
+    a gradient; SGD does, and the papers that train with SGD fit one binary model per
+    finding (RadTex's ``per_class_models``) at the rate they state. Scaling the per-output
+    weights' rate by O gives each output that model's step, while the shared encoder keeps the
+    mean over findings. With coupled weight decay the decay is scaled with it."""
+    return float(n_outputs) if optimizer == "sgd" and not categorical and n_outputs > 1 else 1.0
+
+
 def make_optimizer(name: str, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     """The protocol's optimiser (``FinetuneSettings.optimizer``) over parameter groups that
     carry their own ``lr`` and ``weight_decay``."""
@@ -247,8 +259,13 @@ def train_timnet_heads(f_train: np.ndarray, train: TaskLabels, f_val: np.ndarray
         t0 = time.perf_counter()
         head = TimnetHead(xt.shape[1], o, channels, hidden)
         init_module(head, torch_generator(*seed, 10 + j))
-        opt = make_optimizer(optimizer, [{"params": list(head.parameters()), "lr": cfg["lr"],
-                                          "weight_decay": cfg["weight_decay"]}])
+        scale = output_rate_scale(optimizer, categorical, o)
+        groups = [{"params": list(head.parameters()), "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}]
+        if scale != 1.0:  # only the output layer is per finding
+            out_params = list(head.out.parameters())
+            groups = [{**groups[0], "params": [q for q in head.parameters() if all(q is not r for r in out_params)]},
+                      {**groups[0], "params": out_params, "lr": cfg["lr"] * scale}]
+        opt = make_optimizer(optimizer, groups)
         stop = EarlyStopping(patience)
         best_state, best_val = copy.deepcopy(head.state_dict()), np.zeros(0)
         rng = np.random.default_rng(np.random.SeedSequence(list(seed) + [20 + j]))
@@ -348,7 +365,9 @@ def finetune_one(job: dict[str, Any]) -> GridFit:
     opt = make_optimizer(s.optimizer, [
         {"params": decay, "lr": lr, "weight_decay": wd},
         {"params": no_decay, "lr": lr, "weight_decay": 0.0},
-        {"params": head_params, "lr": lr * s.head_lr_scale, "weight_decay": wd},
+        {"params": head_params, "lr": lr * s.head_lr_scale * output_rate_scale(s.optimizer, categorical,
+                                                                                model.head.out_features),
+         "weight_decay": wd},
     ])
     base_lrs = [grp["lr"] for grp in opt.param_groups]
     yt, mt = _targets(train)
