@@ -56,11 +56,10 @@ def run_stamp(run_dir: Path) -> str:
     not to a folder that a retrained run may have replaced."""
     import hashlib
 
-    h = hashlib.sha256()
-    for path in sorted(run_dir.glob("*.safetensors")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    from radpair.package.files import sha256_file
+
+    files = {path.name: sha256_file(path) for path in sorted(run_dir.glob("*.safetensors"))}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _candidate_stamp() -> dict:

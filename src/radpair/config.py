@@ -127,12 +127,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn ``["optim.lr=1e-3", "train.epochs=3"]`` into a nested dict."""
     nested: dict[str, Any] = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.subkey=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        key, value = _parse_override(item)
         node = nested
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -158,13 +155,16 @@ def apply_overrides(base: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     return out
 
 
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.subkey=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), (yaml.safe_load(raw) if raw != "" else "")
+
+
 def _flat_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
-    parse_overrides(overrides)  # the same errors as ever, before anything is set
-    out = []
-    for item in overrides:
-        key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw) if raw != "" else ""))
-    return out
+    parse_overrides(overrides)  # the same errors as ever (a key that is not a section), before anything is set
+    return [_parse_override(item) for item in overrides]
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

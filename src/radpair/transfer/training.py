@@ -163,7 +163,21 @@ def _grid_loss(z: torch.Tensor, y: torch.Tensor, m: torch.Tensor, categorical: b
     return bce.sum(dim=(1, 2)) / mf.sum().clamp_min(1.0)
 
 
-class _BatchedAdamW:
+class _BatchedOptimizer:
+    """One learning rate and weight decay per grid value (the first axis of every parameter)."""
+
+    params: list[torch.Tensor]
+    lr: torch.Tensor
+
+    def freeze(self, j: int) -> None:
+        self.lr[j] = 0.0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+class _BatchedAdamW(_BatchedOptimizer):
     """AdamW whose learning rate and weight decay differ along the first (grid) axis.
 
     ``torch.optim.AdamW`` takes one learning rate per parameter group; putting each grid
@@ -177,13 +191,6 @@ class _BatchedAdamW:
         self.betas, self.eps, self.t = betas, eps, 0
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-
-    def freeze(self, j: int) -> None:
-        self.lr[j] = 0.0
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -201,7 +208,7 @@ class _BatchedAdamW:
             p.sub_(lr * (m / c1) / ((v / c2).sqrt() + self.eps))
 
 
-class _BatchedSGD(_BatchedAdamW):
+class _BatchedSGD(_BatchedOptimizer):
     """SGD with momentum 0.9 and coupled (L2) weight decay, one learning rate and decay per
     grid value, as ``torch.optim.SGD(momentum=0.9, weight_decay=wd)`` applies them."""
 
@@ -238,7 +245,7 @@ def make_optimizer(name: str, groups: list[dict[str, Any]]) -> torch.optim.Optim
     """The protocol's optimiser (``FinetuneSettings.optimizer``) over parameter groups that
     carry their own ``lr`` and ``weight_decay``."""
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=0.9)
+        return torch.optim.SGD(groups, momentum=0.9)
     return torch.optim.AdamW(groups)
 
 
