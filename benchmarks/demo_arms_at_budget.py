@@ -34,14 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from radpair.transfer import run_transfer
-    from radpair_train.demo import DemoConfig, _headline
+    from radpair_train.demo import _headline, study_config
 
     demo = args.demo_dir / f"seed{args.seed}"
     work = args.work_dir or demo
     encoder = demo / "pretrain" / "image_encoder.safetensors"
     if not encoder.is_file():
         raise SystemExit(f"{encoder}: no ConVIRT encoder; run the demo for seed {args.seed} first")
-    tcfg = DemoConfig().transfer  # the demo's settings: a reused cell's fingerprint proves they match
+    tcfg = study_config().transfer  # the study's settings: a reused cell's fingerprint proves they match
     tcfg.encoders = [f"convirt={encoder}", "random"]
     tcfg.n, tcfg.arch, tcfg.seed, tcfg.workers = list(args.n), "resnet_tiny", args.seed, args.workers
     result = run_transfer(tcfg, work / "corpus", work / "transfer", log=print)

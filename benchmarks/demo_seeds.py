@@ -1,12 +1,12 @@
 """The demo on several corpus seeds: every arm's macro AUC and the paired differences.
 
-Runs the default demo (same settings as `radpair demo`) once per corpus seed, or reads
+Runs the ConVIRT study (the settings of `radpair demo --study`) once per corpus seed, or reads
 finished demo folders, and tabulates what README and docs/results.md quote: the mean and
 range over seeds of each arm at each budget, and per seed the paired difference
 ConVIRT x linear minus random x finetune (the tuned from-scratch baseline) and minus
 random x linear, with their 95% CIs. The claim is reported whichever way it comes out.
 
-    python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds     # ~20 min per seed on 2 cores
+    python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds     # 80+ min per seed on 2 cores
     python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds --reuse   # only tabulate finished runs
 
 Writes ``<out>/demo_seeds.json`` and ``<out>/demo_seeds.md``.
@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/demo_seeds")
     ap.add_argument("--reuse", action="store_true", help="only read finished runs (seed<k>/results.json)")
-    ap.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings, as for `radpair demo`")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="settings on top of the study, as for `radpair demo --study`")
     args = ap.parse_args(argv)
-    from radpair_train.demo import DemoConfig, run_demo
+    from radpair_train.demo import DemoConfig, run_demo, study_config
 
     out = Path(args.out)
     rows = []
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reuse:
             results = json.loads((folder / "results.json").read_text())
         else:
-            cfg = from_dict(DemoConfig, apply_overrides(to_dict(DemoConfig()), [*args.overrides, f"seed={seed}"]))
+            cfg = from_dict(DemoConfig, apply_overrides(to_dict(study_config()), [*args.overrides, f"seed={seed}"]))
             results = run_demo(cfg, folder, progress=False)
         rows.append({"seed": seed, "headline": results["headline"], "total_seconds": results.get("total_seconds"),
                      "stage_seconds": results.get("stage_seconds")})

@@ -1,8 +1,8 @@
 """Learning quality of every joint-embedding objective: linear probe at few labels against random init.
 
-For each corpus seed, on the demo's corpus and tokenizer (``radpair demo`` writes both;
+For each corpus seed, on the study's corpus and tokenizer (``radpair demo --study`` writes both;
 ``benchmarks/demo_seeds.py`` runs it per seed), this pretrains every method's CPU preset
-(``configs/<method>_cpu.yaml``: the demo's encoders, batch and 6 epochs over the same
+(``configs/<method>_cpu.yaml``: the study's encoders, batch and 6 epochs over the same
 pairs, so pretraining compute is equal up to what each method adds per pair), then runs the
 transfer protocol on task ``findings7`` with arms ``<method>:linear``, ``convirt:linear``
 (the demo's ConVIRT encoder), ``random:linear`` and ``random:finetune`` (tuned from

@@ -2,7 +2,8 @@
 
 Every claim radpair reproduces is measured on the synthetic corpus, so a supervised model
 must sit where the papers put one: near chance with 100 labels, good only with many. This
-benchmark measures the corpus the demo uses (same settings as `radpair demo`) against the
+benchmark measures the corpus the demo uses (the settings of `radpair demo --study`, the ConVIRT
+study on the same corpus as the default demo) against the
 targets of issue 10, all about supervised learning and label noise, none about any
 report-supervised method:
 
@@ -21,6 +22,7 @@ report-supervised method:
     python benchmarks/synth_calibration.py --tabulate a.json b.json                        # one table
     python benchmarks/synth_calibration.py --seeds 1 --json all.json 'transfer.n=["all"]'  # one budget again
     python benchmarks/synth_calibration.py --tabulate s1.json all.json --json joined.json   # all.json's N=all wins
+    python benchmarks/synth_calibration.py --pairs --seeds 0,1,2   # pretraining sets of the demo, study, replicates (no images)
 
 Each seed runs in ``<out>/seed<k>`` with the demo's layout (corpus, transfer of the
 from-scratch arm), so `python benchmarks/demo_seeds.py --out <out>` afterwards reuses the
@@ -90,12 +92,12 @@ def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False
     from radpair.data.corpus import Corpus
     from radpair.data.synth import SynthConfig
     from radpair.transfer import TransferResult
-    from radpair_train.demo import DemoConfig, run_demo
+    from radpair_train.demo import DemoConfig, run_demo, study_config
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from synth_label_agreement import measure as label_agreement  # noqa: E402
 
-    cfg = from_dict(DemoConfig, apply_overrides(to_dict(DemoConfig()), [*overrides, f"seed={seed}"]))
+    cfg = from_dict(DemoConfig, apply_overrides(to_dict(study_config()), [*overrides, f"seed={seed}"]))
     t0 = time.perf_counter()
     if not reuse:
         cfg.transfer.arms = ["random:finetune"]
@@ -125,6 +127,42 @@ def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False
             "label_agreement": agreement["overall"]["agreement"], "label_agreement_detail": agreement,
             "floor": floor, "pretraining_pairs": pairs, "targets_met": checks, "seconds": round(seconds, 1),
             "environment": result.environment}
+
+
+def planned_pretraining_pairs(n_images: int, seed: int, difficulty: str = "default", synth: dict | None = None) -> int:
+    """Image-report pairs in the train split of a corpus ``generate_corpus`` would draw, exact
+    and without drawing a pixel: the cohort plan and the patient split are the generator's own."""
+    from radpair.data.synth import load_synth_config
+    from radpair.data.synth.generate import assign_splits, plan_cohort
+
+    cfg = load_synth_config(difficulty, overrides=synth or {})
+    patients = plan_cohort(n_images, seed, cfg)
+    splits = assign_splits(len(patients), seed, cfg.split_fractions)
+    return sum(p.n_images for p, split in zip(patients, splits) if split == "train")
+
+
+def pretraining_sets(seeds: list[int]) -> list[dict]:
+    """The pretraining-set target where it applies: the default demo (per corpus seed), the
+    ConVIRT study the calibration runs on, and every paper's cpu replicate corpus."""
+    from radpair.replicate.registry import load_all
+    from radpair_train.demo import DemoConfig, study_config
+
+    rows = []
+    for what, cfg in (("default demo (`radpair demo`)", DemoConfig()), ("study (`radpair demo --study`)", study_config())):
+        for seed in seeds:
+            rows.append({"set": what, "seed": seed, "n_images": cfg.n_images,
+                         "pairs": planned_pretraining_pairs(cfg.n_images, seed, cfg.difficulty)})
+    for paper in load_all():
+        spec = paper.corpora.get("main")
+        preset = spec.preset("cpu") if spec is not None else None
+        if preset is None:
+            continue
+        rows.append({"set": f"`radpair replicate {paper.name}`", "seed": int(preset["seed"]), "n_images": int(preset["n"]),
+                     "pairs": planned_pretraining_pairs(int(preset["n"]), int(preset["seed"]),
+                                                        preset.get("difficulty", "default"), preset.get("synth"))})
+    for r in rows:
+        r["target_met"] = r["pairs"] >= TARGETS["pretraining_pairs_min"]
+    return rows
 
 
 def target_checks(macro: dict, per_finding: dict, agreement: float, floor: dict, pairs: int) -> dict:
@@ -204,12 +242,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="read the from-scratch arm of finished demos in <out>/seed<k> (e.g. benchmarks/demo_seeds.py's "
                     "folders) instead of running it; without it the run rewrites the folder's transfer results")
     ap.add_argument("--json", default=None)
-    ap.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings, as for `radpair demo`")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="settings on top of the study, as for `radpair demo --study`")
     ap.add_argument("--tabulate", nargs="+", metavar="JSON", default=None,
                     help="only print the table of earlier --json outputs (one or several), run nothing; a seed "
                     "measured by several joins into one row, later files' budgets replacing earlier ones "
                     "(with --json, the joined rows are written there)")
+    ap.add_argument("--pairs", action="store_true",
+                    help="only check the pretraining-set target (>= 20,000 pairs) of the default demo, the study "
+                    "and every cpu replicate corpus, from the corpus plans (a minute or two; draws no image)")
     args = ap.parse_args(argv)
+    if args.pairs:
+        rows = pretraining_sets([int(s) for s in args.seeds.split(",") if s.strip()])
+        print("| pretraining set | corpus seed | images | image-report pairs (train split) | >= 20,000 |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['set']} | {r['seed']} | {r['n_images']:,} | {r['pairs']:,} | {'yes' if r['target_met'] else 'no'} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"pretraining_sets": rows}, indent=1))
+        return 0
     if args.tabulate:
         rows = [{**r, "source": f} for f in args.tabulate for r in json.loads(Path(f).read_text())["seeds"].values()]
         joined = join_rows(rows)

@@ -3,7 +3,7 @@
     python benchmarks/tienet_quality.py --demo-dir runs/calib_seeds --seed 0 --steps 800 \
         --alphas 0.5 0.9 --out runs/tienet_quality
 
-On a demo corpus (``radpair demo`` writes it; ``benchmarks/demo_seeds.py`` per seed), the
+On a demo corpus (``radpair demo --study`` writes it; ``benchmarks/demo_seeds.py`` per seed), the
 TieNet CPU preset (``configs/tienet_cpu.yaml``) is trained as
 
 * ``tienet`` (variant tienet, one run per α of ``--alphas``; α is chosen on the

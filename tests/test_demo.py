@@ -22,7 +22,11 @@ def test_quick_demo_end_to_end(quick_demo):
     out = quick_demo
     results = json.loads((out / "results.json").read_text())
     means = results["headline"]["means"]
-    assert set(means) == {"convirt:linear", "convirt:frozen-head", "random:linear", "random:finetune"}
+    from radpair.methods import report_methods
+
+    # the quick demo compares every method that learns from reports, as `make demo` does
+    assert set(means) == {"convirt:linear", "convirt:frozen-head", "random:linear", "random:finetune",
+                          *(f"{m}:linear" for m in report_methods() if m != "convirt")}
     for row in means.values():
         assert set(row) >= {"10", "100"}
         assert all(v is None or 0.0 <= v <= 1.0 for v in row.values())
@@ -282,13 +286,65 @@ def test_demo_method_options_match_the_cpu_presets():
 
     import yaml
 
-    from radpair_train.demo import DEMO_METHOD_OPTIONS, DemoConfig
+    from radpair_train.demo import DEMO_CHAUHAN_OPTIONS, DEMO_METHOD_OPTIONS
 
     root = Path(__file__).resolve().parents[1] / "configs"
     for name, options in DEMO_METHOD_OPTIONS.items():
         preset = yaml.safe_load((root / f"{name}_cpu.yaml").read_text())["method"]
         assert {k: v for k, v in preset.items() if k != "name"} == options, name
-    assert DemoConfig().methods == ["convirt"]  # the default demo is unchanged
+    # Chauhan's, less the epochs the demo sets (the same passes as every other method)
+    preset = yaml.safe_load((root / "chauhan_ranking_cpu.yaml").read_text())["method"]
+    skip = {"name", "ranking_epochs", "joint_epochs"}
+    assert {k: v for k, v in preset.items() if k not in skip} == DEMO_CHAUHAN_OPTIONS
+
+
+def test_the_default_demo_compares_every_report_method_and_the_study_keeps_its_settings():
+    """`radpair demo` compares every method that learns from reports within 30 minutes;
+    `--study` is the ConVIRT study the docs quote, with the settings its numbers came from."""
+    from radpair.methods import report_methods
+    from radpair_train.demo import DemoConfig, study_config
+
+    cfg = DemoConfig()
+    assert cfg.methods[0] == "convirt" and sorted(cfg.methods) == sorted(report_methods())
+    assert "supervised" not in cfg.methods
+    assert {"convirt", "chauhan_ranking", "convirt_sections", "timnet_matching", "radtex_captioning",
+            "tienet"} <= set(cfg.methods)
+    assert cfg.pretrain.train.epochs == 1 and cfg.transfer.n == ["10", "100"] and cfg.n_images == 12500
+    assert cfg.transfer.n_bootstrap == 500 and cfg.method_options["chauhan_ranking"]["impostors"] == "batch"
+    study = study_config()
+    assert study.methods == ["convirt"] and study.pretrain.train.epochs == 6
+    assert study.transfer.n == ["10", "100", "1000", "all"] and study.n_images == 25000
+    assert study.transfer.n_bootstrap == 1000 and "chauhan_ranking" not in study.method_options
+    assert cfg.equal_phase_epochs and not study.equal_phase_epochs  # the study keeps Chauhan's 50 joint epochs
+    assert study.transfer.arms == cfg.transfer.arms and study.pretrain.data == cfg.pretrain.data
+
+
+def test_demo_study_flag_runs_the_study(tmp_path, monkeypatch):
+    import radpair_train.demo as demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, out, progress=True: seen.append(cfg))
+    assert main(["demo", "--study", "--no-progress", "--out", str(tmp_path / "s"), "seed=2"]) == 0
+    assert seen[0].methods == ["convirt"] and seen[0].pretrain.train.epochs == 6 and seen[0].seed == 2
+    assert main(["demo", "--no-progress", "--out", str(tmp_path / "d"), "--methods", "convirt,tienet"]) == 0
+    assert seen[1].methods == ["convirt", "tienet"] and seen[1].pretrain.train.epochs == 1
+
+
+def test_demo_methods_make_equal_passes_in_every_phase(tmp_path):
+    """Chauhan's joint phase over the labelled pairs gets the demo's epochs too (50 by
+    default); without ``labelled_epochs`` (the localisation study's runs) it keeps 50, and an
+    explicit option wins."""
+    from radpair_train.demo import DemoConfig, method_pretrain_config
+
+    base = DemoConfig().pretrain
+    base.train.epochs = 2
+    cfg = method_pretrain_config(base, "chauhan_ranking", {}, tmp_path / "c", labelled_epochs=2)
+    assert (cfg.method.ranking_epochs, cfg.method.joint_epochs) == (2, 2)
+    kept = method_pretrain_config(base, "chauhan_ranking", {}, tmp_path / "c")
+    assert (kept.method.ranking_epochs, kept.method.joint_epochs) == (2, 50)
+    opt = method_pretrain_config(base, "chauhan_ranking", {"joint_epochs": 7}, tmp_path / "c", labelled_epochs=2)
+    assert opt.method.joint_epochs == 7
+    assert method_pretrain_config(base, "timnet_matching", {}, tmp_path / "t", labelled_epochs=2).train.epochs == 2
 
 
 def chexpert_available() -> bool:
@@ -319,3 +375,4 @@ def test_corpus_stage_key_ignores_neutral_knobs_but_keeps_an_older_full_key(tmp_
     cache.done("corpus", cache.key(full), full)
     assert corpus_stage_settings(cfg, synth, StageCache(tmp_path, print)) == full
     assert StageCache(tmp_path, print).fresh("corpus", cache.key(full), full, [])
+

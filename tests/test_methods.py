@@ -220,6 +220,7 @@ class ContractProbe(Method):
     """Records what the loop hands it; trains a linear layer so the loop has a loss."""
 
     config_class = ProbeConfig
+    learns_from_reports = False  # a probe of the loop, never one of the demo's compared methods
     log: list = []
 
     @classmethod

@@ -20,6 +20,7 @@ from radpair.methods.base import (
     method_class,
     method_needs,
     register_method,
+    report_methods,
     resolve_method_config,
     text_keys,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "method_class",
     "method_needs",
     "register_method",
+    "report_methods",
     "resolve_method_config",
     "text_keys",
 ]

@@ -219,6 +219,9 @@ class Method(nn.Module):
     """Base class of a pretraining method: ``forward(batch) -> {"loss", "loss_components", ...}``."""
 
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    learns_from_reports: ClassVar[bool] = True
+    """False for a baseline that reads labels only (``supervised``): ``radpair demo`` compares
+    every registered method that learns from reports (:func:`report_methods`)."""
 
     @classmethod
     def needs(cls, cfg: MethodConfig) -> MethodNeeds:
@@ -291,6 +294,13 @@ def method_class(name: str) -> type[Method]:
     import radpair.methods  # noqa: F401  (registers the built-in methods)
 
     return METHODS.get(name)
+
+
+def report_methods() -> list[str]:
+    """Every registered method that learns from reports, by name."""
+    import radpair.methods  # noqa: F401  (registers the built-in methods)
+
+    return [name for name in METHODS.names() if METHODS.get(name).learns_from_reports]
 
 
 def resolve_method_config(value: Mapping[str, Any] | MethodConfig | None, prefix: str = "method") -> MethodConfig:

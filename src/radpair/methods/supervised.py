@@ -29,6 +29,7 @@ class Supervised(Method):
     """Image encoder + linear head; reads no text."""
 
     config_class = SupervisedConfig
+    learns_from_reports = False
 
     @classmethod
     def needs(cls, cfg: SupervisedConfig) -> MethodNeeds:
