@@ -2,8 +2,9 @@
 
 Every claim radpair reproduces is measured on the synthetic corpus, so a supervised model
 must sit where the papers put one: near chance with 100 labels, good only with many. This
-benchmark measures the corpus the demo uses (the settings of `radpair demo --study`, the ConVIRT
-study on the same corpus as the default demo) against the
+benchmark measures the calibrated generator on the corpus of `radpair demo --study` (the ConVIRT
+study: 25,000 images; the default demo draws 12,500 of the same generator, the replicates
+25,100) against the
 targets of issue 10, all about supervised learning and label noise, none about any
 report-supervised method:
 
@@ -14,7 +15,14 @@ report-supervised method:
 * agreement of report-derived labels (radpair's labelers) with the drawn truth: 0.85-0.93;
 * the shortcut floor: the same corpus settings at conspicuity 0, PA films without
   devices, a probe's macro AUC interval contains 0.5;
-* the pretraining set (the train split's image-report pairs) holds >= 20,000 pairs.
+* the pretraining set of the default demo and of ``radpair replicate`` holds >= 20,000
+  image-report pairs, or as many as the time limits allow, with the reason stated. Counted
+  as the image-report pairs of the corpus's train split (what any method may pretrain on; a
+  method that follows its paper's section rule drops reports without those sections, e.g.
+  FINDINGS-only methods) and checked per corpus seed on every replicate's cpu corpus drawn at
+  that seed; the default demo draws fewer for its 30-minute limit (``DEMO_PAIRS_REASON``, the
+  table shows its count). The corpus this benchmark trains on is the calibration measurement,
+  not a pretraining set the issue names; its pairs are shown for information.
 
     python benchmarks/synth_calibration.py --seeds 0,1,2 --json runs/calibration.json
     python benchmarks/synth_calibration.py --seeds 0 --out runs/demo_seeds n_images=8000   # demo overrides
@@ -52,6 +60,9 @@ TARGETS = {
     "agreement": (0.85, 0.93),
     "pretraining_pairs_min": 20000,
 }
+DEMO_PAIRS_REASON = ("the default demo's 30-minute limit: six methods at one pass over 20,077 pairs took "
+                     "32.5 minutes on 2 cores in a fast hour, and the machine runs up to a third slower in "
+                     "others; 12,500 images took 24 min 54 s in such an hour (DemoConfig.n_images, docs/results.md)")
 
 
 def floor_check(synth_cfg, size: int, seed: int, n_images: int = 1200) -> dict:
@@ -119,13 +130,14 @@ def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False
                                                      for cell in cells])), 4) for c in result.class_names}
     agreement = label_agreement(corpus)
     pairs = int((corpus.index["split"] == "train").sum())
+    sets = pretraining_sets_of(seed)
     floor = floor_check(SynthConfig.preset(cfg.difficulty), cfg.image_size, seed)
-    checks = target_checks(macro, per_finding, agreement["overall"]["agreement"], floor, pairs)
+    checks = target_checks(macro, per_finding, agreement["overall"]["agreement"], floor, sets)
     return {"seed": seed, "difficulty": cfg.difficulty, "n_images": cfg.n_images, "image_size": cfg.image_size,
             "scratch_macro_auc": macro, "scratch_per_finding": per_finding,
             "scratch_repeat_ci": {b: result.summary("random:finetune", b).get("repeat_ci") for b in result.budgets},
             "label_agreement": agreement["overall"]["agreement"], "label_agreement_detail": agreement,
-            "floor": floor, "pretraining_pairs": pairs, "targets_met": checks, "seconds": round(seconds, 1),
+            "floor": floor, "pretraining_pairs": pairs, "pretraining_sets": sets, "targets_met": checks, "seconds": round(seconds, 1),
             "environment": result.environment}
 
 
@@ -143,7 +155,8 @@ def planned_pretraining_pairs(n_images: int, seed: int, difficulty: str = "defau
 
 def pretraining_sets(seeds: list[int]) -> list[dict]:
     """The pretraining-set target where it applies: the default demo (per corpus seed), the
-    ConVIRT study the calibration runs on, and every paper's cpu replicate corpus."""
+    ConVIRT study the calibration runs on (for information), the replicates' cpu corpus drawn
+    at each seed, and every paper's cpu replicate corpus at its own seed."""
     from radpair.replicate.registry import load_all
     from radpair_train.demo import DemoConfig, study_config
 
@@ -152,6 +165,10 @@ def pretraining_sets(seeds: list[int]) -> list[dict]:
         for seed in seeds:
             rows.append({"set": what, "seed": seed, "n_images": cfg.n_images,
                          "pairs": planned_pretraining_pairs(cfg.n_images, seed, cfg.difficulty)})
+    for seed in seeds:
+        rows.append({"set": "replicate cpu corpus at this seed (the fewest of any paper)", "seed": seed,
+                     "n_images": min(int(c["n"]) for c in replicate_corpora().values()),
+                     "pairs": replicate_pairs_at(seed)})
     for paper in load_all():
         spec = paper.corpora.get("main")
         preset = spec.preset("cpu") if spec is not None else None
@@ -165,9 +182,62 @@ def pretraining_sets(seeds: list[int]) -> list[dict]:
     return rows
 
 
-def target_checks(macro: dict, per_finding: dict, agreement: float, floor: dict, pairs: int) -> dict:
+def replicate_corpora() -> dict[str, dict]:
+    """Every paper's cpu replicate corpus (its "main" corpus preset), by paper name."""
+    from radpair.replicate.registry import load_all
+
+    corpora = {}
+    for paper in load_all():
+        spec = paper.corpora.get("main")
+        preset = spec.preset("cpu") if spec is not None else None
+        if preset is not None:
+            corpora[paper.name] = dict(preset)
+    return corpora
+
+
+def replicate_pairs_at(seed: int) -> int:
+    """The fewest train-split pairs of any cpu replicate corpus were it drawn at ``seed``
+    (the replicates draw seed 0; other seeds show the margin is not luck of one split)."""
+    import json as _json
+
+    corpora = replicate_corpora()
+    if not corpora:
+        raise SystemExit("no paper has a cpu replicate corpus (radpair.replicate.registry.load_all found none)")
+    plans = {_json.dumps([int(c["n"]), c.get("difficulty", "default"), c.get("synth") or {}], sort_keys=True)
+             for c in corpora.values()}
+    return min(planned_pretraining_pairs(n, seed, difficulty, synth or None)
+               for n, difficulty, synth in (_json.loads(k) for k in plans))
+
+
+def seed_pretraining_sets(seed: int) -> dict:
+    """The pretraining sets the issue names, at corpus seed ``seed``: the smallest cpu
+    replicate corpus and the default demo, from the corpus plans (no image is drawn)."""
+    from radpair_train.demo import DemoConfig
+
+    demo = DemoConfig()
+    return {"replicate_pairs": replicate_pairs_at(seed),
+            "demo_pairs": planned_pretraining_pairs(demo.n_images, seed, demo.difficulty),
+            "demo_reason": DEMO_PAIRS_REASON}
+
+
+def pairs_table(rows: list[dict]) -> str:
+    """The ``--pairs`` table, with what the target asks of each set."""
+    roles = {"default demo": "the target, with the time-limit exception",
+             "study": "none (the calibration corpus; shown for information)"}
+    lines = ["| pretraining set | corpus seed | images | image-report pairs (train split) | >= 20,000 | target applies |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "yes" if r["pairs"] >= TARGETS["pretraining_pairs_min"] else "no"
+        role = next((v for k, v in roles.items() if r["set"].startswith(k)), "the target")
+        lines.append(f"| {r['set']} | {r['seed']} | {r['n_images']:,} | {r['pairs']:,} | {met} | {role} |")
+    return "\n".join(lines)
+
+
+def target_checks(macro: dict, per_finding: dict, agreement: float, floor: dict, sets: dict) -> dict:
     """Each target met (True), missed (False) or not measured (None: a budget left out with
-    transfer.n=..., never counted as met)."""
+    transfer.n=..., never counted as met). The pretraining-set target is checked on the
+    replicates' corpus (``sets`` from ``seed_pretraining_sets``); the default demo's smaller
+    set is the issue's allowed exception, with ``DEMO_PAIRS_REASON`` beside it in the table."""
     m100, mall = macro.get("100"), macro.get("all")
     return {
         "scratch_100": None if m100 is None else m100 <= TARGETS["scratch_100_max"],
@@ -177,7 +247,7 @@ def target_checks(macro: dict, per_finding: dict, agreement: float, floor: dict,
         "scratch_gap": None if None in (m100, mall) else mall - m100 >= TARGETS["scratch_gap_min"],
         "label_agreement": TARGETS["agreement"][0] <= agreement <= TARGETS["agreement"][1],
         "floor": floor["contains_half"],
-        "pretraining_pairs": pairs >= TARGETS["pretraining_pairs_min"],
+        "pretraining_pairs": sets["replicate_pairs"] >= TARGETS["pretraining_pairs_min"],
     }
 
 
@@ -204,10 +274,18 @@ def join_rows(rows: list[dict]) -> list[dict]:
             j.setdefault(key, {}).update(r.get(key) or {})
         j["sources"].append(src)
         j["budget_sources"].update({b: src for b in r.get("scratch_macro_auc", {})})
-    for j in joined.values():
+    for seed, j in joined.items():
+        # recomputed from today's presets: a run written before the replicate corpus grew
+        # stored the pairs of the presets of its day
+        j["pretraining_sets"] = pretraining_sets_of(seed)
         j["targets_met"] = target_checks(j["scratch_macro_auc"], j["scratch_per_finding"], j["label_agreement"],
-                                         j["floor"], j["pretraining_pairs"])
+                                         j["floor"], j["pretraining_sets"])
     return [joined[k] for k in sorted(joined)]
+
+
+def pretraining_sets_of(seed: int) -> dict:
+    """``seed_pretraining_sets``, a module-level seam so tests can stand in for the corpus plans."""
+    return seed_pretraining_sets(seed)
 
 
 def _verdict(checks: dict) -> str:
@@ -221,16 +299,24 @@ def _verdict(checks: dict) -> str:
 def table(rows: list[dict]) -> str:
     budgets = [b for b in ("10", "100", "1000", "all") if any(b in r["scratch_macro_auc"] for r in rows)]
     lines = ["| corpus seed | " + " | ".join(f"scratch N={b}" for b in budgets)
-             + " | max finding N=100 | label agreement | floor AUC (CI) | pretraining pairs | all targets |",
-             "|---|" + "---|" * (len(budgets) + 5)]
+             + " | max finding N=100 | label agreement | floor AUC (CI) | measured corpus pairs | replicate pairs "
+             "| default demo pairs | all targets |",
+             "|---|" + "---|" * (len(budgets) + 7)]
+    short_demo = False
     for r in rows:
         worst = max(r["scratch_per_finding"].get("100", {"-": float("nan")}).items(), key=lambda kv: kv[1])
+        demo = r["pretraining_sets"]["demo_pairs"]
+        mark = "¹" if demo < TARGETS["pretraining_pairs_min"] else ""
+        short_demo = short_demo or bool(mark)
         fl = r["floor"]
         macro = r["scratch_macro_auc"]
         lines.append(f"| {r['seed']} | " + " | ".join(f"{macro[b]:.3f}" if b in macro else "–" for b in budgets)
                      + f" | {worst[1]:.3f} ({worst[0]}) | {r['label_agreement']:.3f} | {fl['macro_auc']:.3f} "
                      f"({fl['ci'][0]:.3f}–{fl['ci'][1]:.3f}) | {r['pretraining_pairs']:,} | "
+                     f"{r['pretraining_sets']['replicate_pairs']:,} | {demo:,}{mark} | "
                      f"{_verdict(r['targets_met'])} |")
+    if short_demo:
+        lines.append(f"\n¹ fewer than {TARGETS['pretraining_pairs_min']:,} for {DEMO_PAIRS_REASON}.")
     return "\n".join(lines)
 
 
@@ -249,13 +335,11 @@ def main(argv: list[str] | None = None) -> int:
                     "(with --json, the joined rows are written there)")
     ap.add_argument("--pairs", action="store_true",
                     help="only check the pretraining-set target (>= 20,000 pairs) of the default demo, the study "
-                    "and every cpu replicate corpus, from the corpus plans (a minute or two; draws no image)")
+                    "and every cpu replicate corpus, from the corpus plans (two to three minutes; draws no image)")
     args = ap.parse_args(argv)
     if args.pairs:
         rows = pretraining_sets([int(s) for s in args.seeds.split(",") if s.strip()])
-        print("| pretraining set | corpus seed | images | image-report pairs (train split) | >= 20,000 |\n|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['set']} | {r['seed']} | {r['n_images']:,} | {r['pairs']:,} | {'yes' if r['target_met'] else 'no'} |")
+        print(pairs_table(rows))
         if args.json:
             Path(args.json).write_text(json.dumps({"pretraining_sets": rows}, indent=1))
         return 0

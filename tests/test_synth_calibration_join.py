@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from synth_calibration import join_rows  # noqa: E402
+import synth_calibration  # noqa: E402
+from synth_calibration import join_rows, target_checks  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _planned_sets(monkeypatch):
+    """The corpus plans take seconds per size; these tests are about the join, not the plans."""
+    monkeypatch.setattr(synth_calibration, "pretraining_sets_of",
+                        lambda seed: {"replicate_pairs": 20077, "demo_pairs": 10053, "demo_reason": "time"})
 
 
 def _row(seed, macro, n_images=25000, source="a.json"):
@@ -32,3 +41,54 @@ def test_a_later_budget_replaces_the_earlier_and_targets_are_checked_again():
 def test_runs_on_different_corpora_are_not_joined():
     with pytest.raises(SystemExit, match="different corpora"):
         join_rows([_row(0, {"100": 0.6}), _row(0, {"all": 0.8}, n_images=8000)])
+
+
+def test_the_pairs_target_is_the_replicate_corpus_not_the_measured_corpus(monkeypatch):
+    """The issue names the demo's and the replicates' pretraining sets; the corpus the
+    calibration trains on (the study's: 19,987 pairs on seed 0) is shown but not checked, and a
+    stale stored count never decides: the join recomputes the sets from today's presets."""
+    macro = {"100": 0.58, "all": 0.81}
+    per = {"100": {"edema": 0.6}}
+    ok = target_checks(macro, per, 0.9, {"contains_half": True}, {"replicate_pairs": 20077, "demo_pairs": 10053})
+    short = target_checks(macro, per, 0.9, {"contains_half": True}, {"replicate_pairs": 19987, "demo_pairs": 10053})
+    assert ok["pretraining_pairs"] is True and short["pretraining_pairs"] is False
+
+    stale = {**_row(0, macro), "pretraining_pairs": 19987, "pretraining_sets": {"replicate_pairs": 30000},
+             "floor": {"contains_half": True, "macro_auc": 0.5, "ci": [0.4, 0.6]}}
+    (row,) = join_rows([stale])
+    assert row["pretraining_sets"]["replicate_pairs"] == 20077 and all(v is True for v in row["targets_met"].values())
+    rendered = synth_calibration.table([row])
+    assert "| 19,987 | 20,077 | 10,053¹ | yes |" in rendered and "30-minute limit" in rendered
+
+    monkeypatch.setattr(synth_calibration, "pretraining_sets_of",
+                        lambda seed: {"replicate_pairs": 12345, "demo_pairs": 20500, "demo_reason": "time"})
+    (row,) = join_rows([stale])
+    assert row["targets_met"]["pretraining_pairs"] is False
+    rendered = synth_calibration.table([row])
+    assert "no: pretraining_pairs" in rendered and "¹" not in rendered
+
+
+def test_the_pairs_table_says_where_the_target_applies():
+    rows = [{"set": "default demo (`radpair demo`)", "seed": 0, "n_images": 12500, "pairs": 10053},
+            {"set": "study (`radpair demo --study`)", "seed": 0, "n_images": 25000, "pairs": 19987},
+            {"set": "`radpair replicate timnet`", "seed": 0, "n_images": 25100, "pairs": 20077}]
+    lines = synth_calibration.pairs_table(rows).splitlines()[2:]
+    assert lines[0].endswith("| no | the target, with the time-limit exception |")
+    assert lines[1].endswith("| no | none (the calibration corpus; shown for information) |")
+    assert lines[2].endswith("| 20,077 | yes | the target |")
+
+
+def test_every_cpu_replicate_corpus_holds_at_least_20000_train_pairs():
+    """Issue 10's target on the corpus's train split (what any method may pretrain on; a method
+    following its paper's section rule reads fewer), from the generator's own cohort plan and
+    patient split (no image drawn), for every paper's cpu preset at its own seed."""
+    corpora = synth_calibration.replicate_corpora()
+    assert {"chauhan2020", "convirt_sections", "radtex", "tienet", "timnet"} <= set(corpora)
+    plans: dict[str, list[str]] = {}  # one plan per distinct preset: the papers share one today
+    for name, c in corpora.items():
+        key = json.dumps([int(c["n"]), int(c["seed"]), c.get("difficulty", "default"), c.get("synth") or {}])
+        plans.setdefault(key, []).append(name)
+    for key, names in plans.items():
+        n, seed, difficulty, synth = json.loads(key)
+        pairs = synth_calibration.planned_pretraining_pairs(n, seed, difficulty, synth or None)
+        assert pairs >= synth_calibration.TARGETS["pretraining_pairs_min"], (names, key, pairs)
