@@ -49,9 +49,13 @@ def test_the_pairs_target_is_the_replicate_corpus_not_the_measured_corpus(monkey
     stale stored count never decides: the join recomputes the sets from today's presets."""
     macro = {"100": 0.58, "all": 0.81}
     per = {"100": {"edema": 0.6}}
-    ok = target_checks(macro, per, 0.9, {"contains_half": True}, {"replicate_pairs": 20077, "demo_pairs": 10053})
-    short = target_checks(macro, per, 0.9, {"contains_half": True}, {"replicate_pairs": 19987, "demo_pairs": 10053})
-    assert ok["pretraining_pairs"] is True and short["pretraining_pairs"] is False
+    sets = {"replicate_pairs": 20077, "demo_pairs": 10053, "demo_reason": "the 30-minute limit"}
+    ok = target_checks(macro, per, 0.9, {"contains_half": True}, sets)
+    short = target_checks(macro, per, 0.9, {"contains_half": True}, {**sets, "replicate_pairs": 19987})
+    unexplained = target_checks(macro, per, 0.9, {"contains_half": True}, {**sets, "demo_reason": ""})
+    assert ok["pretraining_pairs"] is True and ok["demo_pairs_or_reason"] is True
+    assert short["pretraining_pairs"] is False
+    assert unexplained["demo_pairs_or_reason"] is False, "a smaller demo set needs its reason"
 
     stale = {**_row(0, macro), "pretraining_pairs": 19987, "pretraining_sets": {"replicate_pairs": 30000},
              "floor": {"contains_half": True, "macro_auc": 0.5, "ci": [0.4, 0.6]}}
@@ -92,3 +96,22 @@ def test_every_cpu_replicate_corpus_holds_at_least_20000_train_pairs():
         n, seed, difficulty, synth = json.loads(key)
         pairs = synth_calibration.planned_pretraining_pairs(n, seed, difficulty, synth or None)
         assert pairs >= synth_calibration.TARGETS["pretraining_pairs_min"], (names, key, pairs)
+
+
+def test_the_replicate_count_is_the_fewest_of_any_paper(monkeypatch):
+    """Papers with different presets: the target reads the smallest plan, each plan computed with
+    the preset's own images, difficulty and generator knobs."""
+    corpora = {"a": {"n": 25100, "seed": 0, "difficulty": "default"},
+               "b": {"n": 30000, "seed": 0, "difficulty": "default", "synth": {"noise": 1.3}},
+               "c": {"n": 24000, "seed": 0, "difficulty": "hard"}}
+    calls = []
+
+    def fake(n, seed, difficulty="default", synth=None):
+        calls.append((n, seed, difficulty, synth))
+        return {25100: 20077, 30000: 24000, 24000: 19100}[n] + seed
+
+    monkeypatch.setattr(synth_calibration, "planned_pretraining_pairs", fake)
+    assert synth_calibration.replicate_pairs_at(2, corpora) == (19102, 24000)
+    assert (30000, 2, "default", {"noise": 1.3}) in calls and (24000, 2, "hard", None) in calls
+    with pytest.raises(SystemExit, match="no paper has a cpu replicate corpus"):
+        synth_calibration.replicate_pairs_at(0, {})

@@ -390,7 +390,7 @@ def test_finetune_stated_epochs_set_the_step_limit_within_max_steps():
     from radpair.transfer.sweep import _settings
     from radpair.transfer.arms import RANDOM, Arm, Protocol, Start
 
-    # chauhan2020 cpu: 10 epochs over 2,998 labelled images at batch 32 (93 steps a pass); the
+    # chauhan2020 cpu: 10 epochs over 2,998 labelled images (the 25,000-image corpus) at batch 32 (93 steps a pass); the
     # 10-pass floor and the 3,000-step default no longer apply
     s = FinetuneSettings(max_steps=10**9, batch_size=32, epochs=10)
     assert s.step_limit(2998) == 930 and s.step_limit(5) == 10  # 5 rows: one step a pass

@@ -69,6 +69,10 @@ STUDY_EPOCHS = 6
 """Pretraining passes of the ConVIRT study (``study_config``): about 1,900 steps."""
 DEMO_BOOTSTRAP = 500
 """Bootstrap replicates of the default demo's transfer scores (the study: 1,000)."""
+DEMO_PAIRS_REASON = ("the default demo's 30-minute limit: six methods at one pass over 20,077 pairs (25,100 "
+                     "images) took 32.5 minutes on 2 cores in a fast hour, and the machine runs up to a third "
+                     "slower in others; 12,500 images took 24 min 54 s in a slow hour (docs/results.md)")
+"""Why the default demo pretrains on fewer than issue 10's 20,000 pairs (benchmarks/synth_calibration.py prints it)."""
 STUDY_IMAGES = 25000
 """The study's corpus: 19,987 / 19,982 / 20,022 training pairs on seeds 0 / 1 / 2 (its
 documented numbers, and the calibration table, were measured on it). The replicates' cpu
@@ -187,9 +191,8 @@ class DemoConfig:
     seed: int = 0
     n_images: int = 12500
     """12,500 images: about 10,000 image-report pairs in the train split to pretrain on. Fewer than
-    issue 10's 20,000 because of the 30-minute limit: every method at one pass over 20,077 pairs
-    (25,100 images) took 32.5 minutes on 2 cores, and the machine's speed varies by a third from
-    hour to hour (docs/results.md). The study keeps the 25,000 its numbers were measured on."""
+    issue 10's 20,000 because of the 30-minute limit (``DEMO_PAIRS_REASON``). The study keeps the
+    25,000 its numbers were measured on."""
     image_size: int = 64
     workers: int = 2
     difficulty: str = "default"
