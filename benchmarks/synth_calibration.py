@@ -135,7 +135,7 @@ def measure_seed(seed: int, out: Path, overrides: list[str], reuse: bool = False
                                                      for cell in cells])), 4) for c in result.class_names}
     agreement = label_agreement(corpus)
     pairs = int((corpus.index["split"] == "train").sum())
-    sets = pretraining_sets_of(seed)
+    sets = seed_pretraining_sets(seed)
     floor = floor_check(SynthConfig.preset(cfg.difficulty), cfg.image_size, seed)
     checks = target_checks(macro, per_finding, agreement["overall"]["agreement"], floor, sets)
     return {"seed": seed, "difficulty": cfg.difficulty, "n_images": cfg.n_images, "image_size": cfg.image_size,
@@ -284,15 +284,10 @@ def join_rows(rows: list[dict]) -> list[dict]:
     for seed, j in joined.items():
         # recomputed from today's presets: a run written before the replicate corpus grew
         # stored the pairs of the presets of its day
-        j["pretraining_sets"] = pretraining_sets_of(seed)
+        j["pretraining_sets"] = seed_pretraining_sets(seed)
         j["targets_met"] = target_checks(j["scratch_macro_auc"], j["scratch_per_finding"], j["label_agreement"],
                                          j["floor"], j["pretraining_sets"])
     return [joined[k] for k in sorted(joined)]
-
-
-def pretraining_sets_of(seed: int) -> dict:
-    """``seed_pretraining_sets``, a module-level seam so tests can stand in for the corpus plans."""
-    return seed_pretraining_sets(seed)
 
 
 def _verdict(checks: dict) -> str:

@@ -16,7 +16,7 @@ from synth_calibration import join_rows, target_checks  # noqa: E402
 @pytest.fixture(autouse=True)
 def _planned_sets(monkeypatch):
     """The corpus plans take seconds per size; these tests are about the join, not the plans."""
-    monkeypatch.setattr(synth_calibration, "pretraining_sets_of",
+    monkeypatch.setattr(synth_calibration, "seed_pretraining_sets",
                         lambda seed: {"replicate_pairs": 20077, "demo_pairs": 10053, "demo_reason": "time"})
 
 
@@ -64,7 +64,7 @@ def test_the_pairs_target_is_the_replicate_corpus_not_the_measured_corpus(monkey
     rendered = synth_calibration.table([row])
     assert "| 19,987 | 20,077 | 10,053¹ | yes |" in rendered and "30-minute limit" in rendered
 
-    monkeypatch.setattr(synth_calibration, "pretraining_sets_of",
+    monkeypatch.setattr(synth_calibration, "seed_pretraining_sets",
                         lambda seed: {"replicate_pairs": 12345, "demo_pairs": 20500, "demo_reason": "time"})
     (row,) = join_rows([stale])
     assert row["targets_met"]["pretraining_pairs"] is False
