@@ -32,18 +32,73 @@ VARIANTS = {
 }
 
 
+RUN_KEYS_FREE = ("train.out_dir", "train.progress", "train.threads", "train.log_every")
+"""Settings a run folder may differ in and still be the same run (where it lives, what it prints)."""
+PATH_KEYS = ("data.corpus", "text_encoder.tokenizer")
+
+
+def _flat(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def preset_config(config: Path, corpus: Path, tokenizer: Path, out: Path, seed: int, extra: list[str] | None = None,
+                  progress: bool = False):
+    """The resolved pretraining config of preset ``config`` on a demo folder's corpus and tokenizer."""
+    from radpair.config import load_config
+    from radpair_train.config import PretrainConfig
+
+    over = [f"data.corpus={Path(corpus).resolve()}", f"text_encoder.tokenizer={Path(tokenizer).resolve()}",
+            f"train.out_dir={out}", f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}",
+            *(extra or [])]
+    return load_config(PretrainConfig, config, over)
+
+
+def check_run_folder(out: Path, cfg) -> None:
+    """Refuse to reuse or resume ``out`` when its ``config.yaml`` was written for other settings.
+
+    A benchmark reuses a finished run and resumes an interrupted one; either would silently mix
+    settings if a preset, an override or a candidate's name changed since (the trainer itself
+    resumes across an optimiser change, by design). Paths are compared resolved."""
+    import yaml
+
+    from radpair.config import to_dict
+
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
+    want = _flat(json.loads(json.dumps(to_dict(cfg))))
+    for key in PATH_KEYS:
+        for d in (saved, want):
+            if d.get(key):
+                d[key] = str(Path(d[key]).resolve())
+    diff = {k: (saved.get(k), want.get(k)) for k in sorted(set(saved) | set(want))
+            if k not in RUN_KEYS_FREE and saved.get(k) != want.get(k)}
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in list(diff.items())[:6])
+        raise SystemExit(f"{out}: this run folder was trained with other settings ({shown}"
+                         f"{'; ...' if len(diff) > 6 else ''}); remove it or choose another --out")
+
+
+def finished(out: Path) -> bool:
+    return (out / "image_encoder.safetensors").is_file() and (out / "run_info.json").is_file()
+
+
 def fit_preset(config: Path, corpus: Path, tokenizer: Path, out: Path, seed: int, extra: list[str] | None = None,
                progress: bool = False, stamp: str = "wall_s.txt") -> float:
     """Train the preset ``config`` on a demo folder's corpus and tokenizer into ``out``
-    (resuming an interrupted run), with ``extra`` overrides; writes the wall seconds to
-    ``out/stamp`` and returns them. Every benchmark that pretrains on the demo's data uses it."""
-    from radpair.config import load_config
-    from radpair_train.config import PretrainConfig
+    (resuming an interrupted run of the same settings, refusing one of others), with ``extra``
+    overrides; writes the wall seconds to ``out/stamp`` and returns them. Every benchmark that
+    pretrains on the demo's data uses it."""
     from radpair_train.loop import Trainer
 
-    over = [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
-            f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}", *(extra or [])]
-    cfg = load_config(PretrainConfig, config, over)
+    cfg = preset_config(config, corpus, tokenizer, out, seed, extra, progress)
+    check_run_folder(out, cfg)
     t0 = time.time()
     Trainer(cfg).fit(resume=True)
     seconds = time.time() - t0
@@ -53,16 +108,18 @@ def fit_preset(config: Path, corpus: Path, tokenizer: Path, out: Path, seed: int
 
 def pretrain(method: str, corpus: Path, tokenizer: Path, out: Path, seed: int, progress: bool,
              demo_config: Path | None = None) -> Path:
-    """Pretrain ``method``'s CPU preset, or a variant of the demo's ConVIRT run (``VARIANTS``)."""
+    """Pretrain ``method``'s CPU preset, or a variant of the demo's ConVIRT run (``VARIANTS``);
+    a finished run of the same settings is reused."""
     weights = out / "image_encoder.safetensors"
-    if weights.is_file() and (out / "run_info.json").is_file():
-        return weights
     if method in VARIANTS:
         if demo_config is None or not demo_config.is_file():
             raise SystemExit(f"variant {method} needs the demo's pretrain/config.yaml ({demo_config})")
-        fit_preset(demo_config, corpus, tokenizer, out, seed, VARIANTS[method], progress)
+        config, extra = demo_config, VARIANTS[method]
     else:
-        fit_preset(REPO / "configs" / f"{method}_cpu.yaml", corpus, tokenizer, out, seed, progress=progress)
+        config, extra = REPO / "configs" / f"{method}_cpu.yaml", []
+    check_run_folder(out, preset_config(config, corpus, tokenizer, out, seed, extra, progress))
+    if not finished(out):
+        fit_preset(config, corpus, tokenizer, out, seed, extra, progress)
     return weights
 
 

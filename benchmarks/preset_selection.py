@@ -1,7 +1,7 @@
 """Choose a method's CPU preset on the validate split: pretrain candidates, score their linear probes.
 
     python benchmarks/preset_selection.py --method timnet_matching --demo-dir runs/calib_seeds --seed 0 \\
-        --candidate preset --candidate lr3e-4 optim.lr=3e-4 --out runs/preset_selection
+        --candidate lr1e-3 optim.lr=1e-3 --candidate lr3e-4 optim.lr=3e-4 --out runs/preset_selection
 
 Each ``--candidate NAME [KEY=VALUE ...]`` is the method's CPU preset (``configs/<method>_cpu.yaml``)
 with those overrides, pretrained on one study corpus (``radpair demo --study`` writes it;
@@ -11,12 +11,16 @@ draws, the same subsets for every candidate), with the probe's C chosen on the *
 split** (``val=full``), and the candidate's score is the mean over draws of that chosen probe's
 validate macro AUC. The winner is the highest score (ties: the first candidate given).
 
-The test split is never read here: the transfer protocol scores its cells on test as always, but
-this script reports only the ``selection`` records of each cell, so the choice it prints cannot
-depend on test labels. Every candidate's score is printed and written, not only the winner's.
+The choice reads no test score: the transfer protocol still scores its cells on test (and
+writes those scores under ``transfer_validate/``), but this script takes only each cell's
+``chosen`` setting and its ``selection`` records, so what it prints cannot depend on test
+labels. Every candidate's score is printed and written, not only the winner's; a candidate
+with a missing or undefined score stops the choice.
 
-Pretraining resumes, so candidates can be split across processes (``--pretrain-only`` with
-``train.threads=1`` in each, then one scoring run over all of them).
+Give every setting a candidate depends on as an override (``optim.lr=1e-3``, not "the preset"):
+the preset file may change later, and a run folder trained with other settings is refused,
+never reused. Pretraining resumes, so candidates can be split across processes
+(``--pretrain-only``, ``OMP_NUM_THREADS=1`` each, then one scoring run over all of them).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +43,9 @@ def parse_candidates(raw: list[list[str]]) -> dict[str, list[str]]:
         name, *over = item
         if "=" in name:
             raise SystemExit(f"--candidate {' '.join(item)}: the first word is the candidate's name, not an override")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name == "random":
+            raise SystemExit(f"--candidate {name}: a name is letters, digits, '_', '.', '-' (and not 'random', "
+                             "the transfer protocol's random start)")
         if name in out:
             raise SystemExit(f"--candidate {name}: given twice")
         bad = [o for o in over if "=" not in o]
@@ -47,35 +55,38 @@ def parse_candidates(raw: list[list[str]]) -> dict[str, list[str]]:
     return out
 
 
-def validate_scores(cells: list[dict], metric_arm: str) -> list[float]:
-    """The validate score of the chosen probe setting of each repeat of ``metric_arm``, from cell records.
+def validate_scores(cells: list[dict], metric_arm: str, budget: str, repeats: int) -> list[float]:
+    """The validate score of the chosen probe setting of each repeat of ``metric_arm`` at ``budget``.
 
     A cell's ``selection`` lists every setting of its grid with its validate score; ``chosen`` is
-    the one the protocol kept. Only these two fields are read."""
+    the one the protocol kept. Only these two fields are read. Every repeat ``0..repeats-1``
+    must be there, once, with a defined score."""
     scores: dict[int, float] = {}
     for c in cells:
-        if c["arm"] != metric_arm:
+        if c["arm"] != metric_arm or str(c["budget"]) != budget:
             continue
+        if int(c["repeat"]) in scores:
+            raise SystemExit(f"{metric_arm} N={budget}: repeat {c['repeat']} given twice")
         chosen = c["chosen"]
         match = [s for s in c["selection"] if all(s.get(k) == v for k, v in chosen.items())]
         if len(match) != 1:
             raise SystemExit(f"cell {metric_arm} repeat {c['repeat']}: the chosen setting {chosen} is not once in its "
                              f"selection records")
         v = match[0]["val_score"]
-        scores[int(c["repeat"])] = math.nan if v is None else float(v)
-    return [scores[r] for r in sorted(scores)]
+        if v is None or math.isnan(float(v)):
+            raise SystemExit(f"{metric_arm} N={budget} repeat {c['repeat']}: no validate score (a class without "
+                             "both values in the validate split, or a diverged fit); no choice is made")
+        scores[int(c["repeat"])] = float(v)
+    if sorted(scores) != list(range(repeats)):
+        raise SystemExit(f"{metric_arm} N={budget}: repeats {sorted(scores)} scored, {list(range(repeats))} expected")
+    return [scores[r] for r in range(repeats)]
 
 
 def rank(scores: dict[str, list[float]]) -> list[str]:
-    """Candidates by mean validate score, best first; ties (and NaN, last) keep the order given."""
+    """Candidates by mean validate score, best first; ties keep the order given."""
     order = list(scores)
-
-    def key(name: str) -> tuple[float, int]:
-        vals = scores[name]
-        m = sum(vals) / len(vals) if vals else math.nan
-        return (-m if not math.isnan(m) else math.inf, order.index(name))
-
-    return sorted(order, key=key)
+    means = {k: sum(v) / len(v) for k, v in scores.items()}
+    return sorted(order, key=lambda k: (-means[k], order.index(k)))
 
 
 def main() -> int:
@@ -94,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from method_quality import fit_preset
+    from method_quality import check_run_folder, finished, fit_preset, preset_config
 
     config = REPO / "configs" / f"{args.method}_cpu.yaml"
     if not config.is_file():
@@ -108,7 +119,8 @@ def main() -> int:
     walls: dict[str, float] = {}
     for name, over in candidates.items():
         run = out / name
-        if not ((run / "image_encoder.safetensors").is_file() and (run / "run_info.json").is_file()):
+        check_run_folder(run, preset_config(config, corpus, tokenizer, run, args.seed, over))
+        if not finished(run):
             t0 = time.time()
             fit_preset(config, corpus, tokenizer, run, args.seed, over, progress=not args.no_progress)
             print(f"{name}: pretrained in {time.time() - t0:.0f} s", flush=True)
@@ -118,15 +130,17 @@ def main() -> int:
         return 0
 
     from radpair.transfer import TransferConfig, run_transfer
+    from radpair.transfer.subsets import Budget
 
     cfg = TransferConfig(task="findings7", encoders=[f"{k}={out / k / 'image_encoder.safetensors'}" for k in candidates],
                          arch="resnet_tiny", arms=[f"{k}:linear" for k in candidates], n=[args.n],
                          repeats=args.repeats, seed=args.seed, val="full", n_bootstrap=0, subgroups=[],
                          save_models=False)
     tdir = out / "transfer_validate"
-    run_transfer(cfg, corpus, tdir, progress=not args.no_progress)
-    cells = [json.loads(p.read_text())["cell"] for p in sorted((tdir / "cells").rglob("cell.json"))]
-    scores = {k: validate_scores(cells, f"{k}:linear") for k in candidates}
+    study = run_transfer(cfg, corpus, tdir, progress=not args.no_progress)
+    cells = [c.to_dict() for c in study.cells]  # this study's cells only, not older ones in the folder
+    budget = Budget.parse(args.n).key
+    scores = {k: validate_scores(cells, f"{k}:linear", budget, args.repeats) for k in candidates}
     order = rank(scores)
     result = {"method": args.method, "seed": args.seed, "n": args.n, "repeats": args.repeats,
               "score": "mean over repeats of the chosen linear probe's macro AUC on the whole validate split",

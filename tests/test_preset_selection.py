@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import preset_selection  # noqa: E402
 from preset_selection import parse_candidates, rank, validate_scores  # noqa: E402
 
 
-def _cell(arm, repeat, chosen_c, scores, test_auc=0.99):
-    return {"arm": arm, "repeat": repeat, "chosen": {"C": chosen_c},
-            "selection": [{"C": c, "val_score": s, "val_loss": 0.5} for c, s in scores.items()],
+def _cell(arm, repeat, chosen_c, scores, test_auc=0.99, budget="100"):
+    return {"arm": arm, "budget": budget, "repeat": repeat, "chosen": {"c": chosen_c},
+            "selection": [{"c": c, "val_score": s, "val_loss": 0.5} for c, s in scores.items()],
             "metrics": {"values": {"macro_auc": test_auc}}}
 
 
@@ -29,25 +28,38 @@ def test_candidates_are_a_name_then_overrides():
         parse_candidates([["optim.lr=1"]])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_candidates([["a", "optim.lr"]])
+    for bad in ("random", "a/b", "../x"):
+        with pytest.raises(SystemExit, match="a name is"):
+            parse_candidates([[bad]])
 
 
 def test_the_score_is_the_chosen_settings_validate_score_and_never_the_test_metric():
     cells = [_cell("a:linear", 1, 1.0, {0.1: 0.60, 1.0: 0.70}, test_auc=0.10),
              _cell("a:linear", 0, 0.1, {0.1: 0.65, 1.0: 0.55}, test_auc=0.99),
              _cell("b:linear", 0, 1.0, {0.1: 0.80, 1.0: 0.75})]
-    assert validate_scores(cells, "a:linear") == [0.65, 0.70]  # by repeat, the chosen C's validate score
-    assert validate_scores(cells, "b:linear") == [0.75]
-    broken = [_cell("a:linear", 0, 10.0, {0.1: 0.6})]
+    # by repeat, the chosen C's validate score: not the best validate score, not the test metric
+    assert validate_scores(cells, "a:linear", "100", 2) == [0.65, 0.70]
+    assert validate_scores(cells + [_cell("b:linear", 1, 0.1, {0.1: 0.7, 1.0: 0.6})], "b:linear", "100", 2) == [0.75, 0.7]
+    # a cell of another budget (an older study in the same folder) never counts
+    other = _cell("a:linear", 0, 1.0, {0.1: 0.1, 1.0: 0.9}, budget="10")
+    assert validate_scores(cells + [other], "a:linear", "100", 2) == [0.65, 0.70]
     with pytest.raises(SystemExit, match="not once in its selection"):
-        validate_scores(broken, "a:linear")
+        validate_scores([_cell("a:linear", 0, 10.0, {0.1: 0.6})], "a:linear", "100", 1)
+    with pytest.raises(SystemExit, match=r"repeats \[0\] scored"):
+        validate_scores(cells, "b:linear", "100", 2)
+    with pytest.raises(SystemExit, match="given twice"):
+        validate_scores(cells + cells, "a:linear", "100", 2)
+    for undefined in (None, float("nan")):
+        with pytest.raises(SystemExit, match="no validate score"):
+            validate_scores([_cell("a:linear", 0, 0.1, {0.1: undefined})], "a:linear", "100", 1)
 
 
-def test_ranking_is_by_mean_with_ties_to_the_first_given_and_nan_last():
+def test_ranking_is_by_mean_with_ties_to_the_first_given():
     assert rank({"a": [0.6, 0.6], "b": [0.7, 0.5], "c": [0.7, 0.7]}) == ["c", "a", "b"]
-    assert rank({"n": [math.nan], "x": [0.5]}) == ["x", "n"]
+    assert rank({"x": [0.5, 0.7], "y": [0.55, 0.6]}) == ["x", "y"]
 
 
-def test_end_to_end_on_a_tiny_corpus_writes_every_candidates_validate_score(tmp_path, monkeypatch):
+def test_end_to_end_on_a_tiny_corpus_writes_every_candidates_validate_score(tmp_path, monkeypatch, capsys):
     from radpair.data.synth import generate_corpus
     from radpair.text import train_wordpiece_tokenizer
 
@@ -62,10 +74,35 @@ def test_end_to_end_on_a_tiny_corpus_writes_every_candidates_validate_score(tmp_
             "--candidate", "wide", "train.max_steps=2", "train.epochs=1", "method.embedding_dim=32"]
     monkeypatch.setattr(sys, "argv", argv)
     assert preset_selection.main() == 0
-    result = json.loads((out / "timnet_matching" / "seed5" / "selection.json").read_text())
-    assert set(result["candidates"]) == {"preset", "wide"} and result["chosen"] == result["ranking"][0]
+    assert capsys.readouterr().out.count("pretrained in") == 2
+    root = out / "timnet_matching" / "seed5"
+    result = json.loads((root / "selection.json").read_text())
+    assert set(result["candidates"]) == {"preset", "wide"}
+    means = {k: c["mean"] for k, c in result["candidates"].items()}
+    assert result["ranking"] == sorted(means, key=lambda k: (-means[k], ["preset", "wide"].index(k)))
+    assert result["chosen"] == result["ranking"][0]
     for c in result["candidates"].values():
         assert len(c["validate_macro_auc"]) == 2 and all(0.0 <= v <= 1.0 for v in c["validate_macro_auc"])
+        assert c["mean"] == pytest.approx(sum(c["validate_macro_auc"]) / 2)
     assert result["candidates"]["wide"]["overrides"][-1] == "method.embedding_dim=32"
-    # a second launch pretrains nothing again and reuses every transfer cell
+
+    # the test scores cannot move the choice: rewrite every cell's test metrics, launch again
+    for f in (root / "transfer_validate" / "cells").rglob("cell.json"):
+        d = json.loads(f.read_text())
+        d["cell"]["metrics"] = {"values": {"macro_auc": 0.0 if "preset" in str(f) else 1.0}}
+        f.write_text(json.dumps(d))
+    weights = root / "wide" / "image_encoder.safetensors"
+    stamp = weights.stat().st_mtime_ns
     assert preset_selection.main() == 0
+    assert "pretrained in" not in capsys.readouterr().out  # nothing pretrained again
+    assert weights.stat().st_mtime_ns == stamp
+    again = json.loads((root / "selection.json").read_text())
+    assert again["ranking"] == result["ranking"]
+    assert [c["validate_macro_auc"] for c in again["candidates"].values()] == \
+        [c["validate_macro_auc"] for c in result["candidates"].values()]
+
+    # a candidate whose settings changed under the same name is refused, not reused
+    changed = [a if a != "method.embedding_dim=32" else "method.embedding_dim=48" for a in argv]
+    monkeypatch.setattr(sys, "argv", changed)
+    with pytest.raises(SystemExit, match="trained with other settings"):
+        preset_selection.main()
