@@ -32,18 +32,7 @@ VARIANTS = {
 }
 
 
-RUN_KEYS_FREE = ("train.out_dir", "train.progress", "train.threads", "train.log_every")
-"""Settings a run folder may differ in and still be the same run (where it lives, what it prints)."""
 PATH_KEYS = ("data.corpus", "text_encoder.tokenizer")
-
-
-def _flat(d, prefix: str = "") -> dict:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def preset_config(config: Path, corpus: Path, tokenizer: Path, out: Path, seed: int, extra: list[str] | None = None,
@@ -52,9 +41,8 @@ def preset_config(config: Path, corpus: Path, tokenizer: Path, out: Path, seed: 
     from radpair.config import load_config
     from radpair_train.config import PretrainConfig
 
-    over = [f"data.corpus={Path(corpus).resolve()}", f"text_encoder.tokenizer={Path(tokenizer).resolve()}",
-            f"train.out_dir={out}", f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}",
-            *(extra or [])]
+    over = [f"data.corpus={corpus}", f"text_encoder.tokenizer={tokenizer}", f"train.out_dir={out}",
+            f"train.seed={seed}", f"train.progress={'true' if progress else 'false'}", *(extra or [])]
     return load_config(PretrainConfig, config, over)
 
 
@@ -63,24 +51,33 @@ def check_run_folder(out: Path, cfg) -> None:
 
     A benchmark reuses a finished run and resumes an interrupted one; either would silently mix
     settings if a preset, an override or a candidate's name changed since (the trainer itself
-    resumes across an optimiser change, by design). Paths are compared resolved."""
+    resumes across an optimiser change, by design). The comparison is the trainer's own
+    (:func:`radpair_train.checkpoint.config_changes`: display, cadence and thread keys are
+    ignored, a key added to the config later counts only when it differs from its default),
+    with the corpus and tokenizer paths compared resolved, so a run started from another
+    working folder still matches."""
+    import copy
+
     import yaml
 
-    from radpair.config import to_dict
+    from radpair_train.checkpoint import RESUME_IGNORED_KEYS, config_changes
 
     saved_file = out / "config.yaml"
     if not saved_file.is_file():
         return
-    saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
-    want = _flat(json.loads(json.dumps(to_dict(cfg))))
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    current = copy.deepcopy(cfg)
     for key in PATH_KEYS:
-        for d in (saved, want):
-            if d.get(key):
-                d[key] = str(Path(d[key]).resolve())
-    diff = {k: (saved.get(k), want.get(k)) for k in sorted(set(saved) | set(want))
-            if k not in RUN_KEYS_FREE and saved.get(k) != want.get(k)}
+        section, name = key.split(".")
+        if isinstance(saved.get(section), dict) and saved[section].get(name):
+            saved[section][name] = str(Path(saved[section][name]).resolve())
+        value = getattr(getattr(current, section), name)
+        if value:
+            setattr(getattr(current, section), name, str(Path(value).resolve()))
+    diff = config_changes(saved, current, RESUME_IGNORED_KEYS)
     if diff:
-        shown = "; ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in list(diff.items())[:6])
+        shown = "; ".join(f"{k}: {'absent' if a is None else repr(a)} there, {b!r} asked"
+                          for k, (a, b) in list(diff.items())[:6])
         raise SystemExit(f"{out}: this run folder was trained with other settings ({shown}"
                          f"{'; ...' if len(diff) > 6 else ''}); remove it or choose another --out")
 

@@ -20,7 +20,8 @@ with a missing or undefined score stops the choice.
 Give every setting a candidate depends on as an override (``optim.lr=1e-3``, not "the preset"):
 the preset file may change later, and a run folder trained with other settings is refused,
 never reused. Pretraining resumes, so candidates can be split across processes
-(``--pretrain-only``, ``OMP_NUM_THREADS=1`` each, then one scoring run over all of them).
+(``--pretrain-only``, ``OMP_NUM_THREADS=1`` each, then one scoring run over all of them once
+they have finished); give each candidate to one process only, as nothing locks a run folder.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def validate_scores(cells: list[dict], metric_arm: str, budget: str, repeats: in
                              f"selection records")
         v = match[0]["val_score"]
         if v is None or math.isnan(float(v)):
-            raise SystemExit(f"{metric_arm} N={budget} repeat {c['repeat']}: no validate score (a class without "
-                             "both values in the validate split, or a diverged fit); no choice is made")
+            raise SystemExit(f"{metric_arm} N={budget} repeat {c['repeat']}: no validate score (no class "
+                             "scorable on the validate draw, or a diverged fit); no choice is made")
         scores[int(c["repeat"])] = float(v)
     if sorted(scores) != list(range(repeats)):
         raise SystemExit(f"{metric_arm} N={budget}: repeats {sorted(scores)} scored, {list(range(repeats))} expected")
@@ -111,6 +112,15 @@ def main() -> int:
     if not config.is_file():
         raise SystemExit(f"{config}: no CPU preset for method {args.method!r}")
     candidates = parse_candidates(args.candidate)
+    from radpair.errors import ConfigError
+    from radpair.transfer.subsets import Budget
+
+    try:  # checked before hours of pretraining, not after
+        budget = Budget.parse(args.n).key
+    except ConfigError as exc:
+        raise SystemExit(f"--n {args.n}: {exc}") from None
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be at least 1, got {args.repeats}")
     seed_dir = args.demo_dir / f"seed{args.seed}"
     corpus, tokenizer = seed_dir / "corpus", seed_dir / "tokenizer"
     if not corpus.is_dir() or not tokenizer.is_dir():
@@ -130,7 +140,6 @@ def main() -> int:
         return 0
 
     from radpair.transfer import TransferConfig, run_transfer
-    from radpair.transfer.subsets import Budget
 
     cfg = TransferConfig(task="findings7", encoders=[f"{k}={out / k / 'image_encoder.safetensors'}" for k in candidates],
                          arch="resnet_tiny", arms=[f"{k}:linear" for k in candidates], n=[args.n],
@@ -139,7 +148,6 @@ def main() -> int:
     tdir = out / "transfer_validate"
     study = run_transfer(cfg, corpus, tdir, progress=not args.no_progress)
     cells = [c.to_dict() for c in study.cells]  # this study's cells only, not older ones in the folder
-    budget = Budget.parse(args.n).key
     scores = {k: validate_scores(cells, f"{k}:linear", budget, args.repeats) for k in candidates}
     order = rank(scores)
     result = {"method": args.method, "seed": args.seed, "n": args.n, "repeats": args.repeats,

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -86,17 +87,26 @@ def test_end_to_end_on_a_tiny_corpus_writes_every_candidates_validate_score(tmp_
         assert c["mean"] == pytest.approx(sum(c["validate_macro_auc"]) / 2)
     assert result["candidates"]["wide"]["overrides"][-1] == "method.embedding_dim=32"
 
-    # the test scores cannot move the choice: rewrite every cell's test metrics, launch again
-    for f in (root / "transfer_validate" / "cells").rglob("cell.json"):
-        d = json.loads(f.read_text())
-        d["cell"]["metrics"] = {"values": {"macro_auc": 0.0 if "preset" in str(f) else 1.0}}
-        f.write_text(json.dumps(d))
+    # the test scores cannot move the choice: turn the winner's test predictions upside down and
+    # flatten the others' (reused cells are scored again from these), then launch again
+    def test_auc():
+        r = json.loads((root / "transfer_validate" / "results.json").read_text())
+        return {s["arm"]: s["mean"] for s in r["summaries"] if s["metric"] == "macro_auc"}
+
+    before = test_auc()
+    winner = result["chosen"]
+    for f in (root / "transfer_validate" / "cells").rglob("predictions.npz"):
+        with np.load(f) as z:
+            val, test = z["val"], z["test"]
+        test = 1.0 - test if f.parts[-3] == f"{winner}__linear" else np.full_like(test, 0.5)
+        np.savez(f, val=val, test=test)
     weights = root / "wide" / "image_encoder.safetensors"
     stamp = weights.stat().st_mtime_ns
     assert preset_selection.main() == 0
     assert "pretrained in" not in capsys.readouterr().out  # nothing pretrained again
     assert weights.stat().st_mtime_ns == stamp
     again = json.loads((root / "selection.json").read_text())
+    assert test_auc()[f"{winner}:linear"] == pytest.approx(1.0 - before[f"{winner}:linear"], abs=1e-6)  # the rewrite bit
     assert again["ranking"] == result["ranking"]
     assert [c["validate_macro_auc"] for c in again["candidates"].values()] == \
         [c["validate_macro_auc"] for c in result["candidates"].values()]
@@ -106,3 +116,36 @@ def test_end_to_end_on_a_tiny_corpus_writes_every_candidates_validate_score(tmp_
     monkeypatch.setattr(sys, "argv", changed)
     with pytest.raises(SystemExit, match="trained with other settings"):
         preset_selection.main()
+
+
+def test_a_run_folder_is_reused_only_for_the_same_settings(tmp_path, monkeypatch):
+    """What may differ (display, threads, a path spelled from another folder, a key added to the
+    config later at its default) is not a change; a changed rate is."""
+    import yaml
+
+    from method_quality import check_run_folder, preset_config
+    from radpair.config import save_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "timnet_matching_cpu.yaml"
+    (tmp_path / "demo" / "corpus").mkdir(parents=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(tmp_path)
+    asked = preset_config(config, Path("demo/corpus"), Path("demo/tok"), run, 0, ["optim.lr=3e-4"])
+    check_run_folder(run, asked)  # no config.yaml yet: a fresh run
+    written = preset_config(config, tmp_path / "demo" / "corpus", tmp_path / "demo" / "tok", tmp_path / "elsewhere", 0,
+                            ["optim.lr=3e-4", "train.threads=1", "train.progress=true", "train.log_every=5"])
+    save_config(written, run / "config.yaml")
+    check_run_folder(run, asked)  # absolute against relative paths, threads, progress, logging, out_dir
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["optim"]["betas"]  # as if written before the key existed (the default is asked)
+    saved["train"]["a_key_since_removed"] = 1
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_run_folder(run, asked)
+    for seed, over, key in ((0, ["optim.lr=1e-3"], "optim.lr"), (1, ["optim.lr=3e-4"], "train.seed")):
+        other = preset_config(config, Path("demo/corpus"), Path("demo/tok"), run, seed, over)
+        with pytest.raises(SystemExit, match=f"{key}: .* there"):
+            check_run_folder(run, other)
+    moved = preset_config(config, Path("demo/other_corpus"), Path("demo/tok"), run, 0, ["optim.lr=3e-4"])
+    with pytest.raises(SystemExit, match="data.corpus"):
+        check_run_folder(run, moved)
