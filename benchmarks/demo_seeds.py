@@ -8,6 +8,7 @@ random x linear, with their 95% CIs. The claim is reported whichever way it come
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds     # 80+ min per seed on 2 cores
     python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds --reuse   # only tabulate finished runs
+    python benchmarks/demo_seeds.py --seeds 3 4 --out runs/calib_seeds --corpus-only   # the study corpora alone
 
 Writes ``<out>/demo_seeds.json`` and ``<out>/demo_seeds.md``.
 """
@@ -68,14 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/demo_seeds")
     ap.add_argument("--reuse", action="store_true", help="only read finished runs (seed<k>/results.json)")
+    ap.add_argument("--corpus-only", action="store_true",
+                    help="write only each seed's study corpus and tokenizer (seconds, not an hour), for the benchmarks "
+                         "that pretrain their own runs on them (method_quality.py, preset_selection.py)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="settings on top of the study, as for `radpair demo --study`")
     args = ap.parse_args(argv)
-    from radpair_train.demo import DemoConfig, run_demo, study_config
+    from radpair_train.demo import DemoConfig, run_demo, study_config, write_corpus_and_tokenizer
 
     out = Path(args.out)
     rows = []
     for seed in args.seeds:
         folder = out / f"seed{seed}"
+        if args.corpus_only:
+            cfg = from_dict(DemoConfig, apply_overrides(to_dict(study_config()), [*args.overrides, f"seed={seed}"]))
+            write_corpus_and_tokenizer(cfg, folder)
+            continue
         if args.reuse:
             results = json.loads((folder / "results.json").read_text())
         else:
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"seed": seed, "headline": results["headline"], "total_seconds": results.get("total_seconds"),
                      "stage_seconds": results.get("stage_seconds")})
         print(json.dumps(rows[-1]["headline"]["paired"]), flush=True)
+    if args.corpus_only:
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_seeds.json").write_text(json.dumps({"rows": rows}, indent=2))
     table = tabulate(rows)

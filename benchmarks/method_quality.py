@@ -1,7 +1,7 @@
 """Learning quality of every joint-embedding objective: linear probe at few labels against random init.
 
 For each corpus seed, on the study's corpus and tokenizer (``radpair demo --study`` writes both;
-``benchmarks/demo_seeds.py`` runs it per seed), this pretrains every method's CPU preset
+``benchmarks/demo_seeds.py`` runs it per seed, ``--corpus-only`` the corpus and tokenizer alone), this pretrains every method's CPU preset
 (``configs/<method>_cpu.yaml``: the study's encoders, batch and 6 epochs over the same
 pairs, so pretraining compute is equal up to what each method adds per pair), then runs the
 transfer protocol on task ``findings7`` with arms ``<method>:linear``, ``convirt:linear``
@@ -210,7 +210,8 @@ def main() -> int:
     for seed in args.seeds:
         seed_dir = args.demo_dir / f"seed{seed}"
         if not (seed_dir / "corpus").is_dir() or not (seed_dir / "tokenizer").is_dir():
-            raise SystemExit(f"{seed_dir}: no corpus/tokenizer; run `python benchmarks/demo_seeds.py --seeds {seed}` first")
+            raise SystemExit(f"{seed_dir}: no corpus/tokenizer; run `python benchmarks/demo_seeds.py --seeds {seed} "
+                             f"--out {args.demo_dir} --corpus-only` first")
         out = args.out / f"seed{seed}"
         encoders: dict[str, Path] = {}
         walls = {}

@@ -5,7 +5,7 @@
 
 Each ``--candidate NAME [KEY=VALUE ...]`` is the method's CPU preset (``configs/<method>_cpu.yaml``)
 with those overrides, pretrained on one study corpus (``radpair demo --study`` writes it;
-``benchmarks/demo_seeds.py`` per seed) with the preset's epochs. Every candidate's image encoder
+``benchmarks/demo_seeds.py --corpus-only`` per seed) with the preset's epochs. Every candidate's image encoder
 then gets the transfer protocol's linear probe on ``findings7`` at ``--n`` labels (``--repeats``
 draws, the same subsets for every candidate), with the probe's C chosen on the **whole validate
 split** (``val=full``), and the candidate's score is the mean over draws of that chosen probe's
@@ -124,7 +124,8 @@ def main() -> int:
     seed_dir = args.demo_dir / f"seed{args.seed}"
     corpus, tokenizer = seed_dir / "corpus", seed_dir / "tokenizer"
     if not corpus.is_dir() or not tokenizer.is_dir():
-        raise SystemExit(f"{seed_dir}: no corpus/tokenizer; run `python benchmarks/demo_seeds.py --seeds {args.seed}`")
+        raise SystemExit(f"{seed_dir}: no corpus/tokenizer; run `python benchmarks/demo_seeds.py --seeds {args.seed} "
+                         f"--out {args.demo_dir} --corpus-only`")
     out = args.out / args.method / f"seed{args.seed}"
     walls: dict[str, float] = {}
     for name, over in candidates.items():

@@ -376,3 +376,19 @@ def test_corpus_stage_key_ignores_neutral_knobs_but_keeps_an_older_full_key(tmp_
     assert corpus_stage_settings(cfg, synth, StageCache(tmp_path, print)) == full
     assert StageCache(tmp_path, print).fresh("corpus", cache.key(full), full, [])
 
+
+def test_the_corpus_stages_alone_write_what_the_demo_then_reuses(tmp_path):
+    """`benchmarks/demo_seeds.py --corpus-only`: the corpus and tokenizer stages, cached as run_demo caches them."""
+    from radpair_train.demo import quick_config, write_corpus_and_tokenizer
+
+    cfg = quick_config()
+    cfg.n_images, cfg.workers = 60, 1
+    logs: list[str] = []
+    corpus, tokenizer = write_corpus_and_tokenizer(cfg, tmp_path / "d", log=logs.append)
+    assert len(corpus.index) == 60 and tokenizer.vocab_size > 10
+    assert {"corpus", "tokenizer"} <= set(json.loads((tmp_path / "d" / "stages.json").read_text()))
+    made = (tmp_path / "d" / "corpus" / "images.npy").stat().st_mtime_ns
+    logs.clear()
+    write_corpus_and_tokenizer(cfg, tmp_path / "d", log=logs.append)
+    assert (tmp_path / "d" / "corpus" / "images.npy").stat().st_mtime_ns == made
+    assert not any("synthetic corpus ..." in line for line in logs)  # reused, not made again

@@ -427,19 +427,10 @@ def _pretrain_settings(cfg: PretrainConfig) -> dict[str, Any]:
     return d
 
 
-def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+def _corpus_and_tokenizer(cfg: DemoConfig, out: Path, stages: "_Stages", cache: "StageCache"):
+    """The demo's first two stages (cached in ``stages.json``): ``(corpus, tokenizer, tokenizer stage key)``."""
     from radpair.data.synth import SynthConfig, generate_corpus
-    from radpair.evaluation.transfer_page import write_transfer_report
     from radpair.text import load_tokenizer, train_wordpiece_tokenizer
-    from radpair.transfer import run_transfer
-
-    out = check_output_dir(out_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    save_config(cfg, out / "demo_config.yaml")
-    stages = _Stages(log)
-    cache = StageCache(out, log)
-    t_start = time.perf_counter()
 
     synth_cfg = SynthConfig.preset(cfg.difficulty)
     corpus_settings = corpus_stage_settings(cfg, synth_cfg, cache)
@@ -461,6 +452,31 @@ def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: C
         tokenizer = stages.run("tokenizer", lambda: train_wordpiece_tokenizer(texts, out / "tokenizer",
                                                                                vocab_size=cfg.vocab_size))
         cache.done("tokenizer", tok_key, tok_settings)
+    return corpus, tokenizer, tok_key
+
+
+def write_corpus_and_tokenizer(cfg: DemoConfig, out_dir: str | Path, log: Callable[[str], None] = print):
+    """Only the demo's corpus and tokenizer stages, into ``out_dir`` (a later ``run_demo`` of the
+    same settings there reuses them): what benchmarks that pretrain their own runs on a study
+    corpus need, without the hour of the study's ConVIRT and from-scratch stages."""
+    out = check_output_dir(out_dir)
+    corpus, tokenizer, _ = _corpus_and_tokenizer(cfg, out, _Stages(log), StageCache(out, log))
+    return corpus, tokenizer
+
+
+def run_demo(cfg: DemoConfig, out_dir: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    from radpair.evaluation.transfer_page import write_transfer_report
+    from radpair.transfer import run_transfer
+
+    out = check_output_dir(out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    save_config(cfg, out / "demo_config.yaml")
+    stages = _Stages(log)
+    cache = StageCache(out, log)
+    t_start = time.perf_counter()
+
+    corpus, tokenizer, tok_key = _corpus_and_tokenizer(cfg, out, stages, cache)
 
     pre_cfg = cfg.pretrain
     pre_cfg.data.corpus = str(corpus.root)
