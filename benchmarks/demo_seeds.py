@@ -10,7 +10,10 @@ random x linear, with their 95% CIs. The claim is reported whichever way it come
     python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds --reuse   # only tabulate finished runs
     python benchmarks/demo_seeds.py --seeds 3 4 --out runs/calib_seeds --corpus-only   # the study corpora alone
 
-Writes ``<out>/demo_seeds.json`` and ``<out>/demo_seeds.md``.
+Writes ``<out>/demo_seeds.json`` and ``<out>/demo_seeds.md`` (not with ``--corpus-only``, which
+writes only ``<out>/seed<k>/corpus`` and ``tokenizer``: enough for ``method_quality.py`` and
+``preset_selection.py``, though method_quality's ``convirt`` arm and ``convirt_fn`` variant need
+the full study's ``pretrain/``).
 """
 
 from __future__ import annotations
@@ -68,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/demo_seeds")
-    ap.add_argument("--reuse", action="store_true", help="only read finished runs (seed<k>/results.json)")
-    ap.add_argument("--corpus-only", action="store_true",
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--reuse", action="store_true", help="only read finished runs (seed<k>/results.json)")
+    mode.add_argument("--corpus-only", action="store_true",
                     help="write only each seed's study corpus and tokenizer (seconds, not an hour), for the benchmarks "
                          "that pretrain their own runs on them (method_quality.py, preset_selection.py)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="settings on top of the study, as for `radpair demo --study`")
@@ -80,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in args.seeds:
         folder = out / f"seed{seed}"
+        cfg = from_dict(DemoConfig, apply_overrides(to_dict(study_config()), [*args.overrides, f"seed={seed}"]))
         if args.corpus_only:
-            cfg = from_dict(DemoConfig, apply_overrides(to_dict(study_config()), [*args.overrides, f"seed={seed}"]))
             write_corpus_and_tokenizer(cfg, folder)
+            print(f"seed {seed}: corpus and tokenizer in {folder}", flush=True)
             continue
         if args.reuse:
             results = json.loads((folder / "results.json").read_text())
         else:
-            cfg = from_dict(DemoConfig, apply_overrides(to_dict(study_config()), [*args.overrides, f"seed={seed}"]))
             results = run_demo(cfg, folder, progress=False)
         rows.append({"seed": seed, "headline": results["headline"], "total_seconds": results.get("total_seconds"),
                      "stage_seconds": results.get("stage_seconds")})

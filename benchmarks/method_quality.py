@@ -211,7 +211,7 @@ def main() -> int:
         seed_dir = args.demo_dir / f"seed{seed}"
         if not (seed_dir / "corpus").is_dir() or not (seed_dir / "tokenizer").is_dir():
             raise SystemExit(f"{seed_dir}: no corpus/tokenizer; run `python benchmarks/demo_seeds.py --seeds {seed} "
-                             f"--out {args.demo_dir} --corpus-only` first")
+                             f"--out {args.demo_dir} --corpus-only` first (without --corpus-only for the convirt arm and convirt_fn)")
         out = args.out / f"seed{seed}"
         encoders: dict[str, Path] = {}
         walls = {}

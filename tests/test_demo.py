@@ -385,6 +385,7 @@ def test_the_corpus_stages_alone_write_what_the_demo_then_reuses(tmp_path):
     cfg.n_images, cfg.workers = 60, 1
     logs: list[str] = []
     corpus, tokenizer = write_corpus_and_tokenizer(cfg, tmp_path / "d", log=logs.append)
+    assert any("synthetic corpus ..." in line for line in logs)
     assert len(corpus.index) == 60 and tokenizer.vocab_size > 10
     assert {"corpus", "tokenizer"} <= set(json.loads((tmp_path / "d" / "stages.json").read_text()))
     made = (tmp_path / "d" / "corpus" / "images.npy").stat().st_mtime_ns
@@ -392,3 +393,18 @@ def test_the_corpus_stages_alone_write_what_the_demo_then_reuses(tmp_path):
     write_corpus_and_tokenizer(cfg, tmp_path / "d", log=logs.append)
     assert (tmp_path / "d" / "corpus" / "images.npy").stat().st_mtime_ns == made
     assert not any("synthetic corpus ..." in line for line in logs)  # reused, not made again
+
+
+def test_demo_seeds_corpus_only_writes_the_corpora_and_no_table(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import demo_seeds
+
+    assert demo_seeds.main(["--seeds", "3", "--out", str(tmp_path), "--corpus-only", "n_images=60", "workers=1"]) == 0
+    assert (tmp_path / "seed3" / "corpus" / "index.csv").is_file() and (tmp_path / "seed3" / "tokenizer").is_dir()
+    assert not (tmp_path / "demo_seeds.json").exists() and not (tmp_path / "seed3" / "results.json").exists()
+    assert "seed 3: corpus and tokenizer in" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # --reuse and --corpus-only exclude each other
+        demo_seeds.main(["--seeds", "3", "--out", str(tmp_path), "--corpus-only", "--reuse"])
