@@ -87,15 +87,18 @@ def finished(out: Path) -> bool:
 
 
 def fit_preset(config: Path, corpus: Path, tokenizer: Path, out: Path, seed: int, extra: list[str] | None = None,
-               progress: bool = False, stamp: str = "wall_s.txt") -> float:
-    """Train the preset ``config`` on a demo folder's corpus and tokenizer into ``out``
-    (resuming an interrupted run of the same settings, refusing one of others), with ``extra``
-    overrides; writes the wall seconds to ``out/stamp`` and returns them. Every benchmark that
-    pretrains on the demo's data uses it."""
+               progress: bool = False, stamp: str = "wall_s.txt") -> float | None:
+    """Train the preset ``config`` on a demo folder's corpus and tokenizer into ``out``, with
+    ``extra`` overrides, and write the wall seconds to ``out/stamp``; returns them, or None when
+    a finished run of the same settings is already there (its encoder, or its ``stamp``). An
+    interrupted run of the same settings resumes; a run folder of other settings is refused.
+    Every benchmark that pretrains on the demo's data uses it."""
     from radpair_train.loop import Trainer
 
     cfg = preset_config(config, corpus, tokenizer, out, seed, extra, progress)
     check_run_folder(out, cfg)
+    if finished(out) or (out / stamp).is_file():
+        return None
     t0 = time.time()
     Trainer(cfg).fit(resume=True)
     seconds = time.time() - t0
@@ -114,9 +117,7 @@ def pretrain(method: str, corpus: Path, tokenizer: Path, out: Path, seed: int, p
         config, extra = demo_config, VARIANTS[method]
     else:
         config, extra = REPO / "configs" / f"{method}_cpu.yaml", []
-    check_run_folder(out, preset_config(config, corpus, tokenizer, out, seed, extra, progress))
-    if not finished(out):
-        fit_preset(config, corpus, tokenizer, out, seed, extra, progress)
+    fit_preset(config, corpus, tokenizer, out, seed, extra, progress)
     return weights
 
 

@@ -31,7 +31,6 @@ import json
 import math
 import re
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from method_quality import check_run_folder, finished, fit_preset, preset_config
+    from method_quality import fit_preset
 
     config = REPO / "configs" / f"{args.method}_cpu.yaml"
     if not config.is_file():
@@ -130,11 +129,9 @@ def main() -> int:
     walls: dict[str, float] = {}
     for name, over in candidates.items():
         run = out / name
-        check_run_folder(run, preset_config(config, corpus, tokenizer, run, args.seed, over))
-        if not finished(run):
-            t0 = time.time()
-            fit_preset(config, corpus, tokenizer, run, args.seed, over, progress=not args.no_progress)
-            print(f"{name}: pretrained in {time.time() - t0:.0f} s", flush=True)
+        seconds = fit_preset(config, corpus, tokenizer, run, args.seed, over, progress=not args.no_progress)
+        if seconds is not None:
+            print(f"{name}: pretrained in {seconds:.0f} s", flush=True)
         stamp = run / "wall_s.txt"
         walls[name] = float(stamp.read_text()) if stamp.is_file() else math.nan
     if args.pretrain_only:
